@@ -1,0 +1,75 @@
+//! Runtime configuration of a Herald node, independent of where it came from (flags,
+//! `HERALD_*` variables, `.env`, or a test).
+
+use std::time::Duration;
+
+use crate::engine::EngineConfig;
+use crate::jobs::Limits;
+use crate::store::Database;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: Database,
+    /// Serve the HTTP APIs on this node.
+    pub run_api: bool,
+    /// Run the delivery engine on this node.
+    pub run_workers: bool,
+    pub engine: EngineConfig,
+    pub limits: Limits,
+    pub gorooster: GoroosterConfig,
+}
+
+/// Settings of the gorooster surface, named after its `.env` variables.
+#[derive(Debug, Clone)]
+pub struct GoroosterConfig {
+    /// `RETRY_MODE`: retry failed calls.
+    pub retry_mode: bool,
+    /// `RETRY_COUNT`: total attempts in retry mode.
+    pub retry_count: u32,
+}
+
+impl Default for GoroosterConfig {
+    fn default() -> Self {
+        GoroosterConfig {
+            retry_mode: false,
+            retry_count: 3,
+        }
+    }
+}
+
+impl Config {
+    /// A node with every role, on SQLite in `data_dir`, with default limits.
+    pub fn sqlite(data_dir: impl Into<std::path::PathBuf>) -> Self {
+        Config {
+            database: Database::Sqlite {
+                data_dir: data_dir.into(),
+            },
+            run_api: true,
+            run_workers: true,
+            engine: EngineConfig::default(),
+            limits: Limits::default(),
+            gorooster: GoroosterConfig::default(),
+        }
+    }
+
+    pub fn postgres(url: impl Into<String>) -> Self {
+        Config {
+            database: Database::Postgres {
+                url: url.into(),
+                max_connections: 16,
+            },
+            ..Config::sqlite(".")
+        }
+    }
+
+    /// Largest request body the HTTP surfaces read: room for a maximal target body after
+    /// JSON or base64 encoding.
+    pub fn max_request_bytes(&self) -> usize {
+        self.limits.max_body_bytes * 2 + 64 * 1024
+    }
+
+    pub fn with_shutdown_grace(mut self, d: Duration) -> Self {
+        self.engine.shutdown_grace = d;
+        self
+    }
+}

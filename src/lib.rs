@@ -1,0 +1,143 @@
+//! Herald: durable event delivery on one engine.
+//!
+//! The crate is both the server (`herald serve`) and an embeddable library: [`run`] starts a
+//! node on listeners the caller bound, and stops it when the `shutdown` future completes.
+
+pub mod api;
+pub mod cli;
+pub mod clock;
+pub mod compat;
+pub mod config;
+pub mod domain;
+pub mod duration;
+pub mod engine;
+pub mod jobs;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+pub use config::Config;
+
+use clock::{Clock, SystemClock};
+use engine::{Engine, Waker};
+use jobs::JobService;
+
+/// The sockets a node serves on. Each compatibility surface has its own, so existing
+/// clients only change a base URL.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub api: Option<TcpListener>,
+    pub gorooster: Option<TcpListener>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    #[error("server error: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Runs a node until `shutdown` completes: migrates the database, serves the APIs on the
+/// given listeners (when the API role is on), and runs the delivery engine (when the worker
+/// role is on). On shutdown the listeners stop accepting, calls in flight get the configured
+/// grace period, and unfinished leases are given back.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    run_with_clock(config, listeners, shutdown, Arc::new(SystemClock)).await
+}
+
+/// [`run`] with an injected clock.
+pub async fn run_with_clock(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    clock: Arc<dyn Clock>,
+) -> Result<(), RunError> {
+    let store = store::connect(&config.database).await?;
+    tracing::info!(backend = store.backend(), "database ready");
+    let waker = Waker::default();
+    let jobs = JobService::new(
+        store.clone(),
+        clock.clone(),
+        waker.clone(),
+        config.limits.clone(),
+    );
+    let token = CancellationToken::new();
+    {
+        let token = token.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            token.cancel();
+        });
+    }
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if config.run_workers {
+        let engine = Engine::new(
+            store.clone(),
+            clock.clone(),
+            waker.clone(),
+            config.engine.clone(),
+        )?;
+        let token = token.clone();
+        tasks.spawn(async move {
+            engine.run(token).await;
+            Ok::<(), std::io::Error>(())
+        });
+    }
+    if config.run_api {
+        let limit = axum::extract::DefaultBodyLimit::max(config.max_request_bytes());
+        let layers = tower::ServiceBuilder::new()
+            .layer(CatchPanicLayer::new())
+            .layer(TraceLayer::new_for_http())
+            .layer(limit);
+        if let Some(listener) = listeners.api {
+            let app = api::router(api::AppState { jobs: jobs.clone() }).layer(layers.clone());
+            tracing::info!(addr = %listener.local_addr()?, "native API listening");
+            let token = token.clone();
+            tasks.spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(token.cancelled_owned())
+                    .await
+            });
+        }
+        if let Some(listener) = listeners.gorooster {
+            let app =
+                compat::gorooster::router(jobs.clone(), config.gorooster.clone()).layer(layers);
+            tracing::info!(addr = %listener.local_addr()?, "gorooster surface listening");
+            let token = token.clone();
+            tasks.spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(token.cancelled_owned())
+                    .await
+            });
+        }
+    }
+    let mut result = Ok(());
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                token.cancel();
+                result = Err(RunError::Serve(e));
+            }
+            Err(e) => {
+                token.cancel();
+                result = Err(RunError::Serve(std::io::Error::other(e)));
+            }
+        }
+    }
+    result
+}

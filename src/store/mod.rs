@@ -1,0 +1,162 @@
+//! The storage boundary. Everything Herald persists goes through [`Store`]; SQL lives only
+//! below this module. Two implementations share one body of SQL ([`sql`]): embedded SQLite
+//! (the default, one node) and PostgreSQL (several stateless nodes on one database). Both
+//! must pass the same test suite.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::domain::{Attempt, AttemptRecord, Job, JobFilter, JobState, Millis, NewJob};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored row is corrupt: {0}")]
+    Corrupt(String),
+    #[error("cannot open data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+/// Result of inserting a job.
+#[derive(Debug)]
+pub enum Inserted {
+    Created(Job),
+    /// A job with this key exists and was created by the same request: the repeat is a no-op.
+    Existing(Job),
+    /// A job with this key exists with different content.
+    KeyTaken(Job),
+}
+
+/// Which database to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file inside this directory.
+    Sqlite {
+        data_dir: std::path::PathBuf,
+    },
+    Postgres {
+        url: String,
+        max_connections: u32,
+    },
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> &'static str;
+
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Inserts a job. With a key, an existing job holding it is returned instead; when
+    /// `free_finished_key` is set and that job has finished, the key is moved to the new job
+    /// (the old one keeps its history, without the key) — gorooster reuses keys this way.
+    async fn insert_job(
+        &self,
+        job: &NewJob,
+        now: Millis,
+        free_finished_key: bool,
+    ) -> Result<Inserted, StoreError>;
+
+    async fn get_job(&self, namespace: &str, id: Uuid) -> Result<Option<Job>, StoreError>;
+
+    async fn get_job_by_key(&self, namespace: &str, key: &str) -> Result<Option<Job>, StoreError>;
+
+    /// Jobs in id (creation) order after the cursor.
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError>;
+
+    /// Writes a job's mutable fields back if nobody changed it since it was read: its
+    /// version is still `job.version` and its state still `expected_state`. Returns the
+    /// stored job, or `None` if it lost the race. This compare-and-set is what makes a change
+    /// that races with firing safe.
+    async fn save_job(
+        &self,
+        job: &Job,
+        expected_state: JobState,
+        now: Millis,
+    ) -> Result<Option<Job>, StoreError>;
+
+    /// Claims up to `limit` due jobs for `owner`: scheduled jobs whose time has come and
+    /// in-flight jobs whose lease has expired. Each gets a lease of its timeout plus
+    /// `lease_grace_ms`.
+    async fn claim_due(
+        &self,
+        now: Millis,
+        limit: u32,
+        owner: &str,
+        lease_grace_ms: i64,
+    ) -> Result<Vec<Job>, StoreError>;
+
+    /// Records an attempt and moves the job to its next state, in one transaction. Returns
+    /// false if the lease was lost meanwhile (the attempt is kept as history; the job is not
+    /// touched, because its new owner decides).
+    async fn record_attempt(
+        &self,
+        record: &AttemptRecord,
+        claimed_version: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives back every lease `owner` holds, making those jobs due now (graceful shutdown).
+    async fn release_leases(&self, owner: &str, now: Millis) -> Result<u64, StoreError>;
+
+    /// The earliest time anything becomes due (a scheduled attempt or a lease expiry).
+    async fn next_due_at(&self) -> Result<Option<Millis>, StoreError>;
+
+    async fn list_attempts(
+        &self,
+        job_id: Uuid,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Attempt>, StoreError>;
+
+    /// A stream of "something changed, look again" signals from other nodes sharing the
+    /// database. `None` where the store has no other writers (SQLite).
+    async fn subscribe_changes(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<()>>, StoreError>;
+}
+
+/// Opens (and migrates) the configured database.
+pub async fn connect(db: &Database) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match db {
+        Database::Sqlite { data_dir } => Arc::new(SqliteStore::open(data_dir).await?),
+        Database::Postgres {
+            url,
+            max_connections,
+        } => Arc::new(PgStore::connect(url, *max_connections).await?),
+    })
+}
+
+/// Runs migrations only (`herald migrate`).
+pub async fn migrate(db: &Database) -> Result<(), StoreError> {
+    connect(db).await.map(|_| ())
+}

@@ -1,0 +1,572 @@
+//! The SQL both stores share, written once. The dialects differ only in what the
+//! `sql_store!` invocation passes in: the row lock of the claim query and the statement that
+//! tells other nodes about a change. Placeholders are `$N`, which both drivers accept.
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::domain::{
+    Attempt, AttemptOutcome, Body, Job, JobState, RetryPolicy, SuccessCodes, Target,
+};
+
+pub(super) const JOB_COLUMNS: &str = "id, namespace, key, state, method, url, headers, body_kind, body, retry, \
+     timeout_ms, success_codes, follow_redirects, deliver_at, next_attempt_at, attempts, run_base, \
+     lease_owner, last_status, last_error, last_attempt_at, meta, fingerprint, version, created_at, updated_at";
+
+pub(super) const ATTEMPT_COLUMNS: &str =
+    "id, job_id, number, started_at, duration_ms, request_method, request_url, \
+     request_headers, request_body_bytes, response_status, response_headers, response_body, \
+     response_truncated, error, outcome";
+
+/// The raw column values of a job row, decoded by driver-specific code and turned into a
+/// domain [`Job`] here.
+pub(super) struct JobRow {
+    pub id: String,
+    pub namespace: String,
+    pub key: Option<String>,
+    pub state: String,
+    pub method: String,
+    pub url: String,
+    pub headers: String,
+    pub body_kind: String,
+    pub body: Option<Vec<u8>>,
+    pub retry: String,
+    pub timeout_ms: i64,
+    pub success_codes: String,
+    pub follow_redirects: bool,
+    pub deliver_at: i64,
+    pub next_attempt_at: Option<i64>,
+    pub attempts: i64,
+    pub run_base: i64,
+    pub lease_owner: Option<String>,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_attempt_at: Option<i64>,
+    pub meta: Option<String>,
+    pub fingerprint: String,
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+pub(super) fn parse_uuid(s: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(s).map_err(|e| corrupt("id", e))
+}
+
+pub(super) fn encode_headers(h: &[(String, String)]) -> String {
+    serde_json::to_string(h).unwrap_or_else(|_| "[]".into())
+}
+
+pub(super) fn decode_headers(s: &str) -> Result<Vec<(String, String)>, StoreError> {
+    serde_json::from_str(s).map_err(|e| corrupt("headers", e))
+}
+
+pub(super) fn encode_retry(r: &RetryPolicy) -> String {
+    serde_json::to_string(r).unwrap_or_default()
+}
+
+pub(super) fn encode_meta(m: &Option<Value>) -> Option<String> {
+    m.as_ref().map(|v| v.to_string())
+}
+
+impl JobRow {
+    pub fn into_job(self) -> Result<Job, StoreError> {
+        Ok(Job {
+            id: parse_uuid(&self.id)?,
+            namespace: self.namespace,
+            key: self.key,
+            state: JobState::parse(&self.state).ok_or_else(|| corrupt("state", &self.state))?,
+            target: Target {
+                method: self.method,
+                url: self.url,
+                headers: decode_headers(&self.headers)?,
+                body: Body::from_stored(&self.body_kind, self.body),
+            },
+            retry: serde_json::from_str(&self.retry).map_err(|e| corrupt("retry", e))?,
+            timeout_ms: self.timeout_ms,
+            success: SuccessCodes::decode(&self.success_codes),
+            follow_redirects: self.follow_redirects,
+            deliver_at: self.deliver_at,
+            next_attempt_at: self.next_attempt_at,
+            attempts: self.attempts as u32,
+            run_base: self.run_base as u32,
+            lease_owner: self.lease_owner,
+            last_status: self.last_status.map(|s| s as u16),
+            last_error: self.last_error,
+            last_attempt_at: self.last_attempt_at,
+            meta: self
+                .meta
+                .map(|m| serde_json::from_str(&m))
+                .transpose()
+                .map_err(|e| corrupt("meta", e))?,
+            fingerprint: self.fingerprint,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+pub(super) struct AttemptRow {
+    pub id: String,
+    pub job_id: String,
+    pub number: i64,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub request_method: String,
+    pub request_url: String,
+    pub request_headers: String,
+    pub request_body_bytes: i64,
+    pub response_status: Option<i64>,
+    pub response_headers: String,
+    pub response_body: Option<Vec<u8>>,
+    pub response_truncated: bool,
+    pub error: Option<String>,
+    pub outcome: String,
+}
+
+impl AttemptRow {
+    pub fn into_attempt(self) -> Result<Attempt, StoreError> {
+        Ok(Attempt {
+            id: parse_uuid(&self.id)?,
+            job_id: parse_uuid(&self.job_id)?,
+            number: self.number as u32,
+            started_at: self.started_at,
+            duration_ms: self.duration_ms,
+            request_method: self.request_method,
+            request_url: self.request_url,
+            request_headers: decode_headers(&self.request_headers)?,
+            request_body_bytes: self.request_body_bytes,
+            response_status: self.response_status.map(|s| s as u16),
+            response_headers: decode_headers(&self.response_headers)?,
+            response_body: self.response_body,
+            response_truncated: self.response_truncated,
+            error: self.error,
+            outcome: AttemptOutcome::parse(&self.outcome),
+        })
+    }
+}
+
+/// Implements [`super::Store`] for a store type with `write` and `read` pools of `$db`.
+macro_rules! sql_store {
+    ($store:ty, $db:ty, backend = $backend:expr, claim_lock = $lock:expr, notify = $notify:expr) => {
+        mod store_impl {
+            use async_trait::async_trait;
+            use sqlx::{QueryBuilder, Row};
+            use uuid::Uuid;
+
+            use super::super::sql::*;
+            use super::super::{Inserted, Store, StoreError};
+            use super::*;
+            use crate::domain::{
+                Attempt, AttemptRecord, Job, JobFilter, JobState, Millis, NewJob,
+            };
+
+            type Db = $db;
+            type DbRow = <Db as sqlx::Database>::Row;
+
+            fn job_from_row(r: &DbRow) -> Result<Job, StoreError> {
+                JobRow {
+                    id: r.try_get("id")?,
+                    namespace: r.try_get("namespace")?,
+                    key: r.try_get("key")?,
+                    state: r.try_get("state")?,
+                    method: r.try_get("method")?,
+                    url: r.try_get("url")?,
+                    headers: r.try_get("headers")?,
+                    body_kind: r.try_get("body_kind")?,
+                    body: r.try_get("body")?,
+                    retry: r.try_get("retry")?,
+                    timeout_ms: r.try_get("timeout_ms")?,
+                    success_codes: r.try_get("success_codes")?,
+                    follow_redirects: r.try_get("follow_redirects")?,
+                    deliver_at: r.try_get("deliver_at")?,
+                    next_attempt_at: r.try_get("next_attempt_at")?,
+                    attempts: r.try_get("attempts")?,
+                    run_base: r.try_get("run_base")?,
+                    lease_owner: r.try_get("lease_owner")?,
+                    last_status: r.try_get("last_status")?,
+                    last_error: r.try_get("last_error")?,
+                    last_attempt_at: r.try_get("last_attempt_at")?,
+                    meta: r.try_get("meta")?,
+                    fingerprint: r.try_get("fingerprint")?,
+                    version: r.try_get("version")?,
+                    created_at: r.try_get("created_at")?,
+                    updated_at: r.try_get("updated_at")?,
+                }
+                .into_job()
+            }
+
+            fn attempt_from_row(r: &DbRow) -> Result<Attempt, StoreError> {
+                AttemptRow {
+                    id: r.try_get("id")?,
+                    job_id: r.try_get("job_id")?,
+                    number: r.try_get("number")?,
+                    started_at: r.try_get("started_at")?,
+                    duration_ms: r.try_get("duration_ms")?,
+                    request_method: r.try_get("request_method")?,
+                    request_url: r.try_get("request_url")?,
+                    request_headers: r.try_get("request_headers")?,
+                    request_body_bytes: r.try_get("request_body_bytes")?,
+                    response_status: r.try_get("response_status")?,
+                    response_headers: r.try_get("response_headers")?,
+                    response_body: r.try_get("response_body")?,
+                    response_truncated: r.try_get("response_truncated")?,
+                    error: r.try_get("error")?,
+                    outcome: r.try_get("outcome")?,
+                }
+                .into_attempt()
+            }
+
+            async fn notify_others<'c, E>(exec: E) -> Result<(), StoreError>
+            where
+                E: sqlx::Executor<'c, Database = Db>,
+            {
+                let stmt: &str = $notify;
+                if !stmt.is_empty() {
+                    sqlx::query(stmt).execute(exec).await?;
+                }
+                Ok(())
+            }
+
+            async fn find_by_key<'c, E>(
+                exec: E,
+                namespace: &str,
+                key: &str,
+            ) -> Result<Option<Job>, StoreError>
+            where
+                E: sqlx::Executor<'c, Database = Db>,
+            {
+                let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE namespace = $1 AND key = $2");
+                sqlx::query(&sql)
+                    .bind(namespace)
+                    .bind(key)
+                    .fetch_optional(exec)
+                    .await?
+                    .map(|r| job_from_row(&r))
+                    .transpose()
+            }
+
+            #[async_trait]
+            impl Store for $store {
+                fn backend(&self) -> &'static str {
+                    $backend
+                }
+
+                async fn ping(&self) -> Result<(), StoreError> {
+                    sqlx::query("SELECT 1").execute(&self.write).await?;
+                    Ok(())
+                }
+
+                async fn insert_job(
+                    &self,
+                    job: &NewJob,
+                    now: Millis,
+                    free_finished_key: bool,
+                ) -> Result<Inserted, StoreError> {
+                    // A unique-key race between two nodes resolves on the second try, when
+                    // the winner's row is visible.
+                    for _ in 0..2 {
+                        let mut tx = self.write.begin().await?;
+                        if let Some(key) = &job.key {
+                            if let Some(existing) = find_by_key(&mut *tx, &job.namespace, key).await? {
+                                if !(free_finished_key && existing.state.is_terminal()) {
+                                    return Ok(if existing.fingerprint == job.fingerprint {
+                                        Inserted::Existing(existing)
+                                    } else {
+                                        Inserted::KeyTaken(existing)
+                                    });
+                                }
+                                sqlx::query("UPDATE jobs SET key = NULL, version = version + 1, updated_at = $1 WHERE id = $2")
+                                    .bind(now)
+                                    .bind(existing.id.to_string())
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
+                        }
+                        let sql = format!(
+                            "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, 'scheduled', $4, $5, $6, $7, $8, $9, \
+                             $10, $11, $12, $13, $13, 0, 0, NULL, NULL, NULL, NULL, $14, $15, 0, $16, $16) \
+                             RETURNING {JOB_COLUMNS}"
+                        );
+                        let res = sqlx::query(&sql)
+                            .bind(job.id.to_string())
+                            .bind(&job.namespace)
+                            .bind(&job.key)
+                            .bind(&job.target.method)
+                            .bind(&job.target.url)
+                            .bind(encode_headers(&job.target.headers))
+                            .bind(job.target.body.kind())
+                            .bind(job.target.body.to_bytes())
+                            .bind(encode_retry(&job.retry))
+                            .bind(job.timeout_ms)
+                            .bind(job.success.encode())
+                            .bind(job.follow_redirects)
+                            .bind(job.deliver_at)
+                            .bind(encode_meta(&job.meta))
+                            .bind(&job.fingerprint)
+                            .bind(now)
+                            .fetch_one(&mut *tx)
+                            .await;
+                        match res {
+                            Ok(row) => {
+                                let created = job_from_row(&row)?;
+                                notify_others(&mut *tx).await?;
+                                tx.commit().await?;
+                                return Ok(Inserted::Created(created));
+                            }
+                            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                                tx.rollback().await?;
+                                continue;
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    Err(StoreError::Corrupt("key kept colliding on insert".into()))
+                }
+
+                async fn get_job(&self, namespace: &str, id: Uuid) -> Result<Option<Job>, StoreError> {
+                    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND namespace = $2");
+                    sqlx::query(&sql)
+                        .bind(id.to_string())
+                        .bind(namespace)
+                        .fetch_optional(&self.read)
+                        .await?
+                        .map(|r| job_from_row(&r))
+                        .transpose()
+                }
+
+                async fn get_job_by_key(&self, namespace: &str, key: &str) -> Result<Option<Job>, StoreError> {
+                    find_by_key(&self.read, namespace, key).await
+                }
+
+                async fn list_jobs(&self, f: &JobFilter) -> Result<Vec<Job>, StoreError> {
+                    let mut q = QueryBuilder::<Db>::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE namespace = "));
+                    q.push_bind(f.namespace.clone());
+                    if !f.states.is_empty() {
+                        q.push(" AND state IN (");
+                        let mut sep = q.separated(", ");
+                        for s in &f.states {
+                            sep.push_bind(s.as_str());
+                        }
+                        q.push(")");
+                    }
+                    if let Some(t) = f.created_from {
+                        q.push(" AND created_at >= ").push_bind(t);
+                    }
+                    if let Some(t) = f.created_to {
+                        q.push(" AND created_at < ").push_bind(t);
+                    }
+                    if let Some(t) = f.due_from {
+                        q.push(" AND deliver_at >= ").push_bind(t);
+                    }
+                    if let Some(t) = f.due_to {
+                        q.push(" AND deliver_at < ").push_bind(t);
+                    }
+                    if let Some(after) = f.after {
+                        q.push(" AND id > ").push_bind(after.to_string());
+                    }
+                    q.push(" ORDER BY id LIMIT ").push_bind(f.limit as i64);
+                    q.build()
+                        .fetch_all(&self.read)
+                        .await?
+                        .iter()
+                        .map(job_from_row)
+                        .collect()
+                }
+
+                async fn save_job(
+                    &self,
+                    job: &Job,
+                    expected_state: JobState,
+                    now: Millis,
+                ) -> Result<Option<Job>, StoreError> {
+                    let sql = format!(
+                        "UPDATE jobs SET state = $1, method = $2, url = $3, headers = $4, body_kind = $5, body = $6, \
+                         retry = $7, timeout_ms = $8, success_codes = $9, follow_redirects = $10, deliver_at = $11, \
+                         next_attempt_at = $12, run_base = $13, meta = $14, version = version + 1, updated_at = $15 \
+                         WHERE id = $16 AND version = $17 AND state = $18 RETURNING {JOB_COLUMNS}"
+                    );
+                    let mut tx = self.write.begin().await?;
+                    let row = sqlx::query(&sql)
+                        .bind(job.state.as_str())
+                        .bind(&job.target.method)
+                        .bind(&job.target.url)
+                        .bind(encode_headers(&job.target.headers))
+                        .bind(job.target.body.kind())
+                        .bind(job.target.body.to_bytes())
+                        .bind(encode_retry(&job.retry))
+                        .bind(job.timeout_ms)
+                        .bind(job.success.encode())
+                        .bind(job.follow_redirects)
+                        .bind(job.deliver_at)
+                        .bind(job.next_attempt_at)
+                        .bind(job.run_base as i64)
+                        .bind(encode_meta(&job.meta))
+                        .bind(now)
+                        .bind(job.id.to_string())
+                        .bind(job.version)
+                        .bind(expected_state.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let saved = row.map(|r| job_from_row(&r)).transpose()?;
+                    if saved.is_some() {
+                        notify_others(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(saved)
+                }
+
+                async fn claim_due(
+                    &self,
+                    now: Millis,
+                    limit: u32,
+                    owner: &str,
+                    lease_grace_ms: i64,
+                ) -> Result<Vec<Job>, StoreError> {
+                    // An expired lease is reclaimed without counting a new attempt: the lost
+                    // attempt never finished, so it is made again under the same number.
+                    let sql = format!(
+                        "UPDATE jobs SET \
+                           attempts = CASE WHEN state = 'scheduled' THEN attempts + 1 ELSE attempts END, \
+                           state = 'in_flight', lease_owner = $1, \
+                           next_attempt_at = $2 + timeout_ms + $3, \
+                           version = version + 1, updated_at = $2 \
+                         WHERE id IN (SELECT id FROM jobs \
+                           WHERE state IN ('scheduled', 'in_flight') AND next_attempt_at <= $2 \
+                           ORDER BY next_attempt_at LIMIT $4{}) \
+                         RETURNING {JOB_COLUMNS}",
+                        $lock
+                    );
+                    let rows = sqlx::query(&sql)
+                        .bind(owner)
+                        .bind(now)
+                        .bind(lease_grace_ms)
+                        .bind(limit as i64)
+                        .fetch_all(&self.write)
+                        .await?;
+                    let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
+                    jobs.sort_by_key(|j| (j.deliver_at, j.id));
+                    Ok(jobs)
+                }
+
+                async fn record_attempt(
+                    &self,
+                    rec: &AttemptRecord,
+                    claimed_version: i64,
+                ) -> Result<bool, StoreError> {
+                    let a = &rec.attempt;
+                    let mut tx = self.write.begin().await?;
+                    let sql = format!(
+                        "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES \
+                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+                    );
+                    sqlx::query(&sql)
+                        .bind(a.id.to_string())
+                        .bind(a.job_id.to_string())
+                        .bind(a.number as i64)
+                        .bind(a.started_at)
+                        .bind(a.duration_ms)
+                        .bind(&a.request_method)
+                        .bind(&a.request_url)
+                        .bind(encode_headers(&a.request_headers))
+                        .bind(a.request_body_bytes)
+                        .bind(a.response_status.map(i64::from))
+                        .bind(encode_headers(&a.response_headers))
+                        .bind(&a.response_body)
+                        .bind(a.response_truncated)
+                        .bind(&a.error)
+                        .bind(a.outcome.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    let updated = sqlx::query(
+                        "UPDATE jobs SET state = $1, next_attempt_at = $2, lease_owner = NULL, \
+                         last_status = $3, last_error = $4, last_attempt_at = $5, \
+                         version = version + 1, updated_at = $6 \
+                         WHERE id = $7 AND lease_owner = $8 AND version = $9 AND state = 'in_flight'",
+                    )
+                    .bind(rec.next_state.as_str())
+                    .bind(rec.next_attempt_at)
+                    .bind(a.response_status.map(i64::from))
+                    .bind(&a.error)
+                    .bind(a.started_at)
+                    .bind(rec.finished_at)
+                    .bind(a.job_id.to_string())
+                    .bind(&rec.lease_owner)
+                    .bind(claimed_version)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        == 1;
+                    if updated && rec.next_state == JobState::Scheduled {
+                        notify_others(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(updated)
+                }
+
+                async fn release_leases(&self, owner: &str, now: Millis) -> Result<u64, StoreError> {
+                    // The interrupted attempt is given back: its number will be used again.
+                    let mut tx = self.write.begin().await?;
+                    let n = sqlx::query(
+                        "UPDATE jobs SET state = 'scheduled', next_attempt_at = $1, lease_owner = NULL, \
+                         attempts = attempts - 1, version = version + 1, updated_at = $1 \
+                         WHERE lease_owner = $2 AND state = 'in_flight'",
+                    )
+                    .bind(now)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if n > 0 {
+                        notify_others(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(n)
+                }
+
+                async fn next_due_at(&self) -> Result<Option<Millis>, StoreError> {
+                    let row = sqlx::query(
+                        "SELECT MIN(next_attempt_at) AS due FROM jobs WHERE state IN ('scheduled', 'in_flight')",
+                    )
+                    .fetch_one(&self.read)
+                    .await?;
+                    Ok(row.try_get::<Option<i64>, _>("due")?)
+                }
+
+                async fn list_attempts(
+                    &self,
+                    job_id: Uuid,
+                    after: Option<Uuid>,
+                    limit: u32,
+                ) -> Result<Vec<Attempt>, StoreError> {
+                    let sql = format!(
+                        "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+                    );
+                    sqlx::query(&sql)
+                        .bind(job_id.to_string())
+                        .bind(after.map(|u| u.to_string()).unwrap_or_default())
+                        .bind(limit as i64)
+                        .fetch_all(&self.read)
+                        .await?
+                        .iter()
+                        .map(attempt_from_row)
+                        .collect()
+                }
+
+                async fn subscribe_changes(
+                    &self,
+                ) -> Result<Option<tokio::sync::mpsc::Receiver<()>>, StoreError> {
+                    self.changes().await
+                }
+            }
+        }
+    };
+}
+
+pub(super) use sql_store;
