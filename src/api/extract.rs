@@ -34,16 +34,26 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     if bytes.is_empty() {
         return Err(Problem::invalid("body", "a JSON body is required"));
     }
+    // Every request body of this API is an object; serde would otherwise accept an array
+    // for a struct and report confusing positions.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Problem::invalid("body", "must be a JSON object"));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        let field = if path == "." || path.is_empty() {
-            "body".to_string()
-        } else {
-            path
+        let inner = e.into_inner().to_string();
+        // serde reports a missing field at its parent; name the field itself.
+        let missing = inner
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let field = match (path.as_str(), missing) {
+            ("." | "", Some(m)) => m.to_string(),
+            ("." | "", None) => "body".to_string(),
+            (p, Some(m)) => format!("{p}.{m}"),
+            (p, None) => p.to_string(),
         };
-        Problem::invalid(field, inner.to_string())
+        Problem::invalid(field, inner)
     })
 }
 
