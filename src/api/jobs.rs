@@ -123,12 +123,31 @@ pub struct CreateJobRequest {
     pub key: Option<String>,
 }
 
+/// A change to the target: given fields replace the current ones (`headers` as a whole;
+/// any of the body fields replaces the body).
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetPatch {
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub body: Option<Value>,
+    #[serde(default)]
+    pub body_text: Option<String>,
+    #[serde(default)]
+    pub body_base64: Option<String>,
+}
+
 /// A change to a scheduled job; absent fields stay as they are.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateJobRequest {
     #[serde(default)]
-    pub target: Option<TargetRequest>,
+    pub target: Option<TargetPatch>,
     #[serde(default)]
     pub deliver_at: Option<String>,
     #[serde(default)]
@@ -500,14 +519,47 @@ impl CreateJobRequest {
     }
 }
 
+impl TargetPatch {
+    /// The current target with this patch applied, validated as a whole.
+    fn merge(self, current: &Target, max_body: usize) -> Result<Target, Invalid> {
+        let replaces_body =
+            self.body.is_some() || self.body_text.is_some() || self.body_base64.is_some();
+        let (body, body_text, body_base64) = if replaces_body {
+            (self.body, self.body_text, self.body_base64)
+        } else {
+            match &current.body {
+                Body::None => (None, None, None),
+                Body::Json(v) => (Some(v.clone()), None, None),
+                Body::Text(t) => (None, Some(t.clone()), None),
+                Body::Binary(b) => (
+                    None,
+                    None,
+                    Some(base64::engine::general_purpose::STANDARD.encode(b)),
+                ),
+            }
+        };
+        TargetRequest {
+            method: Some(self.method.unwrap_or_else(|| current.method.clone())),
+            url: self.url.unwrap_or_else(|| current.url.clone()),
+            headers: self
+                .headers
+                .unwrap_or_else(|| current.headers.iter().cloned().collect()),
+            body,
+            body_text,
+            body_base64,
+        }
+        .into_target("target.", max_body)
+    }
+}
+
 impl UpdateJobRequest {
-    fn into_change(self, state: &AppState) -> Result<JobChange, Invalid> {
+    fn into_change(self, state: &AppState, current: &Job) -> Result<JobChange, Invalid> {
         let limits = state.jobs.limits();
         Ok(JobChange {
             deliver_at: when(state, self.deliver_at.as_deref(), self.delay.as_deref())?,
             target: self
                 .target
-                .map(|t| t.into_target("target.", limits.max_body_bytes))
+                .map(|t| t.merge(&current.target, limits.max_body_bytes))
                 .transpose()?,
             retry: self.retry.map(RetryRequest::into_policy).transpose()?,
             timeout_ms: self
@@ -808,7 +860,10 @@ pub async fn update_job(
     ApiJson(req): ApiJson<UpdateJobRequest>,
 ) -> Result<Response, Problem> {
     let id = parse_id(&id)?;
-    let change = req.into_change(&state)?;
+    // A partial target is merged onto the job as read now; the change itself is still a
+    // compare-and-set, so it lands whole or answers 409.
+    let current = state.jobs.get(&ns, id).await?;
+    let change = req.into_change(&state, &current)?;
     let job = state.jobs.change(&ns, id, change).await?;
     Ok(job_json(StatusCode::OK, &job))
 }
