@@ -154,7 +154,15 @@ impl AttemptRow {
 
 /// Implements [`super::Store`] for a store type with `write` and `read` pools of `$db`.
 macro_rules! sql_store {
-    ($store:ty, $db:ty, backend = $backend:expr, claim_lock = $lock:expr, notify = $notify:expr) => {
+    (
+        $store:ty,
+        $db:ty,
+        backend = $backend:expr,
+        claim_lock = $lock:expr,
+        notify = $notify:expr,
+        durable_begin = $durable:expr,
+        relaxed_begin = $relaxed:expr
+    ) => {
         mod store_impl {
             use async_trait::async_trait;
             use sqlx::{QueryBuilder, Row};
@@ -169,6 +177,21 @@ macro_rules! sql_store {
 
             type Db = $db;
             type DbRow = <Db as sqlx::Database>::Row;
+
+            /// A transaction whose commit waits for the disk: what a client is told was
+            /// accepted or changed must survive a power cut.
+            async fn durable(pool: &sqlx::Pool<Db>) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
+                Ok(pool.begin_with($durable).await?)
+            }
+
+            /// A transaction whose commit need not wait for the disk: claims, attempt records
+            /// and lease releases. Losing one to a power cut only means a call is made again
+            /// (the job is still scheduled, or its lease expires), which at-least-once
+            /// delivery allows; waiting for an fsync on the firing path would cost
+            /// milliseconds of precision on every call.
+            async fn relaxed(pool: &sqlx::Pool<Db>) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
+                Ok(pool.begin_with($relaxed).await?)
+            }
 
             fn job_from_row(r: &DbRow) -> Result<Job, StoreError> {
                 JobRow {
@@ -390,7 +413,7 @@ macro_rules! sql_store {
                     &self,
                     batch: &[NewJobInsert],
                 ) -> Result<Vec<Inserted>, StoreError> {
-                    let mut tx = self.write.begin().await?;
+                    let mut tx = durable(&self.write).await?;
                     let mut out = Vec::with_capacity(batch.len());
                     let mut created_any = false;
                     for item in batch {
@@ -467,7 +490,7 @@ macro_rules! sql_store {
                          next_attempt_at = $12, run_base = $13, meta = $14, version = version + 1, updated_at = $15 \
                          WHERE id = $16 AND version = $17 AND state = $18 RETURNING {JOB_COLUMNS}"
                     );
-                    let mut tx = self.write.begin().await?;
+                    let mut tx = durable(&self.write).await?;
                     let row = sqlx::query(&sql)
                         .bind(job.state.as_str())
                         .bind(&job.target.method)
@@ -518,13 +541,15 @@ macro_rules! sql_store {
                          RETURNING {JOB_COLUMNS}",
                         $lock
                     );
+                    let mut tx = relaxed(&self.write).await?;
                     let rows = sqlx::query(&sql)
                         .bind(owner)
                         .bind(now)
                         .bind(lease_grace_ms)
                         .bind(limit as i64)
-                        .fetch_all(&self.write)
+                        .fetch_all(&mut *tx)
                         .await?;
+                    tx.commit().await?;
                     let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
                     jobs.sort_by_key(|j| (j.deliver_at, j.id));
                     Ok(jobs)
@@ -534,7 +559,7 @@ macro_rules! sql_store {
                     &self,
                     batch: &[(AttemptRecord, i64)],
                 ) -> Result<Vec<bool>, StoreError> {
-                    let mut tx = self.write.begin().await?;
+                    let mut tx = relaxed(&self.write).await?;
                     let mut out = Vec::with_capacity(batch.len());
                     let mut rescheduled = false;
                     for (rec, claimed_version) in batch {
@@ -551,7 +576,7 @@ macro_rules! sql_store {
 
                 async fn release_leases(&self, owner: &str, now: Millis) -> Result<u64, StoreError> {
                     // The interrupted attempt is given back: its number will be used again.
-                    let mut tx = self.write.begin().await?;
+                    let mut tx = relaxed(&self.write).await?;
                     let n = sqlx::query(
                         "UPDATE jobs SET state = 'scheduled', next_attempt_at = $1, lease_owner = NULL, \
                          attempts = attempts - 1, version = version + 1, updated_at = $1 \
