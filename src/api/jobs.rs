@@ -768,7 +768,7 @@ pub async fn create_job(
 /// Get a job.
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
     params(("id" = Uuid, Path), ("Herald-Namespace" = Option<String>, Header)),
-    responses((status = 200, body = JobResponse), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 400, description = "Invalid namespace header or parameter", body = Problem, content_type = "application/problem+json"), (status = 200, body = JobResponse), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn get_job(
     State(state): State<AppState>,
     Namespace(ns): Namespace,
@@ -781,7 +781,7 @@ pub async fn get_job(
 /// Get a job by its key.
 #[utoipa::path(get, path = "/v1/jobs/by-key/{key}", tag = "jobs",
     params(("key" = String, Path), ("Herald-Namespace" = Option<String>, Header)),
-    responses((status = 200, body = JobResponse), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 400, description = "Invalid namespace header or parameter", body = Problem, content_type = "application/problem+json"), (status = 200, body = JobResponse), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn get_job_by_key(
     State(state): State<AppState>,
     Namespace(ns): Namespace,
@@ -871,7 +871,7 @@ pub async fn update_job(
 /// Cancel a scheduled job.
 #[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs",
     params(("id" = Uuid, Path), ("Herald-Namespace" = Option<String>, Header)),
-    responses(
+    responses((status = 400, description = "Invalid namespace header or parameter", body = Problem, content_type = "application/problem+json"), 
         (status = 200, body = JobResponse),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "In flight or finished", body = Problem, content_type = "application/problem+json")))]
@@ -887,7 +887,7 @@ pub async fn cancel_job(
 /// Run a finished job again, now, with a fresh attempt budget.
 #[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs",
     params(("id" = Uuid, Path), ("Herald-Namespace" = Option<String>, Header)),
-    responses(
+    responses((status = 400, description = "Invalid namespace header or parameter", body = Problem, content_type = "application/problem+json"), 
         (status = 200, body = JobResponse),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not finished", body = Problem, content_type = "application/problem+json")))]
@@ -903,7 +903,7 @@ pub async fn retry_job(
 /// The attempts made for a job, oldest first.
 #[utoipa::path(get, path = "/v1/jobs/{id}/attempts", tag = "jobs",
     params(("id" = Uuid, Path), PageQuery, ("Herald-Namespace" = Option<String>, Header)),
-    responses((status = 200, body = AttemptList), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 400, description = "Invalid namespace header or parameter", body = Problem, content_type = "application/problem+json"), (status = 200, body = AttemptList), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn list_attempts(
     State(state): State<AppState>,
     Namespace(ns): Namespace,
