@@ -519,6 +519,20 @@ impl CreateJobRequest {
     }
 }
 
+/// A body as the API's three mutually exclusive fields: `body`, `body_text`, `body_base64`.
+fn body_fields(body: &Body) -> (Option<Value>, Option<String>, Option<String>) {
+    match body {
+        Body::None => (None, None, None),
+        Body::Json(v) => (Some(v.clone()), None, None),
+        Body::Text(t) => (None, Some(t.clone()), None),
+        Body::Binary(b) => (
+            None,
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(b)),
+        ),
+    }
+}
+
 impl TargetPatch {
     /// The current target with this patch applied, validated as a whole.
     fn merge(self, current: &Target, max_body: usize) -> Result<Target, Invalid> {
@@ -527,16 +541,7 @@ impl TargetPatch {
         let (body, body_text, body_base64) = if replaces_body {
             (self.body, self.body_text, self.body_base64)
         } else {
-            match &current.body {
-                Body::None => (None, None, None),
-                Body::Json(v) => (Some(v.clone()), None, None),
-                Body::Text(t) => (None, Some(t.clone()), None),
-                Body::Binary(b) => (
-                    None,
-                    None,
-                    Some(base64::engine::general_purpose::STANDARD.encode(b)),
-                ),
-            }
+            body_fields(&current.body)
         };
         TargetRequest {
             method: Some(self.method.unwrap_or_else(|| current.method.clone())),
@@ -624,16 +629,7 @@ impl From<&RetryPolicy> for RetryResponse {
 
 impl From<&Job> for JobResponse {
     fn from(j: &Job) -> Self {
-        let (body, body_text, body_base64) = match &j.target.body {
-            Body::None => (None, None, None),
-            Body::Json(v) => (Some(v.clone()), None, None),
-            Body::Text(t) => (None, Some(t.clone()), None),
-            Body::Binary(b) => (
-                None,
-                None,
-                Some(base64::engine::general_purpose::STANDARD.encode(b)),
-            ),
-        };
+        let (body, body_text, body_base64) = body_fields(&j.target.body);
         JobResponse {
             id: j.id,
             namespace: j.namespace.clone(),
