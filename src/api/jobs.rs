@@ -488,7 +488,12 @@ fn fingerprint(req: &CreateJobRequest) -> String {
 
 impl CreateJobRequest {
     fn into_new_job(self, state: &AppState, namespace: String) -> Result<NewJob, Invalid> {
-        let fingerprint = fingerprint(&self);
+        // Only a keyed create can be repeated, so only it needs the hash of its content.
+        let fingerprint = if self.key.is_some() {
+            fingerprint(&self)
+        } else {
+            String::new()
+        };
         if let Some(k) = &self.key {
             validate_key(k, "key")?;
         }
