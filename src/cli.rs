@@ -1,4 +1,4 @@
-//! The command line: `herald serve`, `herald migrate`. Flags may also be given as
+//! The command line: `herald serve`, `herald migrate`, `herald bench`. Flags may also be given as
 //! `HERALD_*` environment variables or in a `.env` file in the working directory; the
 //! gorooster surface also honours the original's own `.env` names (`RUNING_PORT`,
 //! `RETRY_MODE`, `RETRY_COUNT`).
@@ -33,6 +33,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate(DbArgs),
+    /// Measure a Herald: ingest, delivery, precision, backlog or failures.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -211,6 +213,7 @@ pub fn main() -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        Command::Bench(args) => runtime.block_on(crate::bench::main(args)),
     }
 }
 

@@ -4,6 +4,7 @@
 //! node on listeners the caller bound, and stops it when the `shutdown` future completes.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod compat;
