@@ -96,7 +96,7 @@ both_stores! {
         let server = TestServer::start_on(db, |_| {}).await;
         let got = rx.wait_for(20, Duration::from_secs(10)).await;
         let last = got.iter().map(|r| r.at_ms).max().unwrap();
-        assert!(last - started < 2_000, "due jobs took {} ms after restart", last - started);
+        assert!(last - started < 5_000, "due jobs took {} ms after restart", last - started);
         let seen: HashSet<String> = got.iter().map(|r| r.header("herald-delivery-id").unwrap().to_string()).collect();
         assert_eq!(seen, ids);
         for id in &ids {
@@ -194,7 +194,7 @@ both_stores! {
         let t = now_ms();
         let server = TestServer::start_on(db, |_| {}).await;
         let got = rx.wait_for(2, Duration::from_secs(5)).await;
-        assert!(got[1].at_ms - t < 3_000);
+        assert!(got[1].at_ms - t < 6_000);
         assert_eq!(got[1].header("herald-delivery-id"), Some(id.as_str()));
         // The interrupted attempt's number is used again.
         assert_eq!(got[1].header("herald-attempt"), Some("1"));

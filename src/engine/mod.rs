@@ -23,9 +23,10 @@ use crate::domain::{Attempt, AttemptOutcome, AttemptRecord, Job, JobState, Milli
 use crate::store::Store;
 use http::{CallResult, HttpChannel};
 
-/// Longest the dispatcher sleeps without looking at the database: a safety net only, since
-/// every change wakes it directly.
-const IDLE_RECHECK_MS: i64 = 30_000;
+/// Longest the dispatcher sleeps without looking at the database. Local changes wake it
+/// directly and other nodes' changes through notifications; creates due beyond this horizon
+/// send none, which is correct only because of this bound.
+const IDLE_RECHECK_MS: i64 = crate::store::WAKE_HORIZON_MS;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {

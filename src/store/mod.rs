@@ -50,6 +50,12 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Every dispatcher looks at the database at least this often, so a job due further ahead
+/// than this needs no cross-node wake-up when it is created: the next routine look finds it
+/// in time. Notifying only for work due sooner keeps PostgreSQL's notification lock (taken
+/// at commit) off the path of bulk, far-future inserts.
+pub const WAKE_HORIZON_MS: i64 = 30_000;
+
 /// One job to insert, with the time of the request and whether a finished job's key may be
 /// taken over.
 #[derive(Debug, Clone)]

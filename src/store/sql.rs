@@ -415,13 +415,14 @@ macro_rules! sql_store {
                 ) -> Result<Vec<Inserted>, StoreError> {
                     let mut tx = durable(&self.write).await?;
                     let mut out = Vec::with_capacity(batch.len());
-                    let mut created_any = false;
+                    let mut due_soon = false;
                     for item in batch {
                         let outcome = insert_one(&mut tx, item).await?;
-                        created_any |= matches!(outcome, Inserted::Created(_));
+                        due_soon |= matches!(outcome, Inserted::Created(_))
+                            && item.job.deliver_at <= item.now + super::super::WAKE_HORIZON_MS;
                         out.push(outcome);
                     }
-                    if created_any {
+                    if due_soon {
                         notify_others(&mut *tx).await?;
                     }
                     tx.commit().await?;

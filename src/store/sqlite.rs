@@ -10,11 +10,39 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+use tokio_util::sync::{CancellationToken, DropGuard};
+
 use super::StoreError;
+
+/// How often the WAL is copied back into the database file. Passive checkpoints never wait
+/// for or block readers and writers; this only bounds how large the WAL grows.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+async fn checkpoint_loop(pool: SqlitePool, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
+            _ = stop.cancelled() => break,
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
+    // A last full checkpoint leaves a compact database file behind a clean shutdown.
+    let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&pool)
+        .await;
+    pool.close().await;
+}
 
 pub struct SqliteStore {
     pub(super) write: SqlitePool,
     pub(super) read: SqlitePool,
+    /// Stops the checkpoint task when the store goes away.
+    _checkpoints: DropGuard,
 }
 
 pub const DB_FILE: &str = "herald.db";
@@ -32,17 +60,30 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        // Checkpoints are taken off the write connection: an automatic checkpoint runs inside
+        // the commit that crosses the threshold and fsyncs the database file there, stalling
+        // every claim queued behind it for tens of milliseconds.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
-            .connect_with(opts.clone())
+            .connect_with(opts.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        let stop = CancellationToken::new();
+        tokio::spawn(checkpoint_loop(checkpointer, stop.clone()));
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts.read_only(true))
             .await?;
-        Ok(SqliteStore { write, read })
+        Ok(SqliteStore {
+            write,
+            read,
+            _checkpoints: stop.drop_guard(),
+        })
     }
 }
 
