@@ -13,6 +13,7 @@ pub mod duration;
 pub mod engine;
 pub mod jobs;
 pub mod store;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -74,6 +75,7 @@ pub async fn run_with_clock(
         waker.clone(),
         config.limits.clone(),
     );
+    let webhooks = webhooks::WebhookService::new(jobs.clone(), waker.clone());
     let token = CancellationToken::new();
     {
         let token = token.clone();
@@ -104,7 +106,11 @@ pub async fn run_with_clock(
             .layer(TraceLayer::new_for_http())
             .layer(limit);
         if let Some(listener) = listeners.api {
-            let app = api::router(api::AppState { jobs: jobs.clone() }).layer(layers.clone());
+            let app = api::router(api::AppState {
+                jobs: jobs.clone(),
+                webhooks: webhooks.clone(),
+            })
+            .layer(layers.clone());
             tracing::info!(addr = %listener.local_addr()?, "native API listening");
             let token = token.clone();
             tasks.spawn(async move {

@@ -63,6 +63,8 @@ super::sql::sql_store!(
     notify = "SELECT pg_notify('herald_wake', '')"
 );
 
+super::webhooks::webhook_store!(PgStore, sqlx::Postgres, share_lock = " FOR SHARE");
+
 impl PgStore {
     pub(super) async fn changes(
         &self,

@@ -54,6 +54,8 @@ super::sql::sql_store!(
     notify = ""
 );
 
+super::webhooks::webhook_store!(SqliteStore, sqlx::Sqlite, share_lock = "");
+
 impl SqliteStore {
     /// One process owns a SQLite file, so there is nobody else to hear from.
     pub(super) async fn changes(
