@@ -178,6 +178,8 @@ impl ServeArgs {
                 ..Limits::default()
             },
             gorooster,
+            resthooks: Default::default(),
+            hammer: Default::default(),
         })
     }
 

@@ -10,6 +10,7 @@ pub mod compat;
 pub mod config;
 pub mod domain;
 pub mod duration;
+pub mod embed;
 pub mod engine;
 pub mod jobs;
 pub mod store;
@@ -106,10 +107,13 @@ pub async fn run_with_clock(
             .layer(TraceLayer::new_for_http())
             .layer(limit);
         if let Some(listener) = listeners.api {
+            let hooks =
+                compat::resthooks::RestHooks::new(webhooks.clone(), config.resthooks.clone());
             let app = api::router(api::AppState {
                 jobs: jobs.clone(),
                 webhooks: webhooks.clone(),
             })
+            .nest("/hooks", hooks.router())
             .layer(layers.clone());
             tracing::info!(addr = %listener.local_addr()?, "native API listening");
             let token = token.clone();

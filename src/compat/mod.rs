@@ -2,3 +2,4 @@
 //! listener of its own. No surface has its own storage or delivery path.
 
 pub mod gorooster;
+pub mod resthooks;
