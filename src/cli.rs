@@ -110,6 +110,9 @@ pub struct ServeArgs {
     /// enabled by gorooster's own RUNING_PORT variable.
     #[arg(long, env = "HERALD_GOROOSTER_LISTEN")]
     pub gorooster_listen: Option<String>,
+    /// Serve the hammer-compatible REST API on this address (e.g. 127.0.0.1:8000).
+    #[arg(long, env = "HERALD_HAMMER_LISTEN")]
+    pub hammer_listen: Option<String>,
     /// Log filter, e.g. `info` or `herald=debug`.
     #[arg(long, env = "HERALD_LOG", default_value = "info")]
     pub log: String,
@@ -233,6 +236,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding the API to {addr}"))?,
         );
+        if let Some(h) = args
+            .hammer_listen
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
+            let addr = parse_listen(h)?;
+            listeners.hammer = Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the hammer surface to {addr}"))?,
+            );
+        }
         if let Some(g) = args.gorooster_addr() {
             let addr = parse_listen(&g)?;
             listeners.gorooster = Some(

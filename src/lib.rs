@@ -36,6 +36,8 @@ use jobs::JobService;
 pub struct Listeners {
     pub api: Option<TcpListener>,
     pub gorooster: Option<TcpListener>,
+    /// allisson/hammer's REST API.
+    pub hammer: Option<TcpListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +118,17 @@ pub async fn run_with_clock(
             .nest("/hooks", hooks.router())
             .layer(layers.clone());
             tracing::info!(addr = %listener.local_addr()?, "native API listening");
+            let token = token.clone();
+            tasks.spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(token.cancelled_owned())
+                    .await
+            });
+        }
+        if let Some(listener) = listeners.hammer {
+            let app = compat::hammer::router(webhooks.clone(), config.hammer.clone())
+                .layer(layers.clone());
+            tracing::info!(addr = %listener.local_addr()?, "hammer surface listening");
             let token = token.clone();
             tasks.spawn(async move {
                 axum::serve(listener, app)
