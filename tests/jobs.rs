@@ -72,6 +72,10 @@ both_stores! {
             .await;
         assert_eq!(s, StatusCode::OK, "{job}");
         assert_eq!(job["target"]["url"], rx.url("/new"));
+        // A partial target change keeps the rest of the target.
+        let (s, job) = server.patch(&format!("/v1/jobs/{r}"), json!({"target": {"headers": {"X-New": "yes"}}})).await;
+        assert_eq!(s, StatusCode::OK, "{job}");
+        assert_eq!((job["target"]["method"].as_str(), job["target"]["body"].clone()), (Some("PATCH"), json!({"v": 2})));
         // Cancel `c`; cancelling again is a no-op.
         let (s, job) = server.delete(&format!("/v1/jobs/{c}")).await;
         assert_eq!((s, job["state"].as_str()), (StatusCode::OK, Some("cancelled")));
@@ -83,6 +87,7 @@ both_stores! {
         assert_eq!(paths, vec!["/a", "/new"]);
         assert_eq!(got[1].method, "PATCH");
         assert_eq!(got[1].json(), json!({"v": 2}));
+        assert_eq!(got[1].header("x-new"), Some("yes"));
         // The cancelled job never fires.
         rx.quiet_for(Duration::from_millis(1_200)).await;
         let (_, job) = server.get(&format!("/v1/jobs/{c}")).await;

@@ -123,12 +123,31 @@ pub struct CreateJobRequest {
     pub key: Option<String>,
 }
 
+/// A change to the target: given fields replace the current ones (`headers` as a whole;
+/// any of the body fields replaces the body).
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetPatch {
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub body: Option<Value>,
+    #[serde(default)]
+    pub body_text: Option<String>,
+    #[serde(default)]
+    pub body_base64: Option<String>,
+}
+
 /// A change to a scheduled job; absent fields stay as they are.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateJobRequest {
     #[serde(default)]
-    pub target: Option<TargetRequest>,
+    pub target: Option<TargetPatch>,
     #[serde(default)]
     pub deliver_at: Option<String>,
     #[serde(default)]
@@ -469,7 +488,12 @@ fn fingerprint(req: &CreateJobRequest) -> String {
 
 impl CreateJobRequest {
     fn into_new_job(self, state: &AppState, namespace: String) -> Result<NewJob, Invalid> {
-        let fingerprint = fingerprint(&self);
+        // Only a keyed create can be repeated, so only it needs the hash of its content.
+        let fingerprint = if self.key.is_some() {
+            fingerprint(&self)
+        } else {
+            String::new()
+        };
         if let Some(k) = &self.key {
             validate_key(k, "key")?;
         }
@@ -500,14 +524,52 @@ impl CreateJobRequest {
     }
 }
 
+/// A body as the API's three mutually exclusive fields: `body`, `body_text`, `body_base64`.
+fn body_fields(body: &Body) -> (Option<Value>, Option<String>, Option<String>) {
+    match body {
+        Body::None => (None, None, None),
+        Body::Json(v) => (Some(v.clone()), None, None),
+        Body::Text(t) => (None, Some(t.clone()), None),
+        Body::Binary(b) => (
+            None,
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(b)),
+        ),
+    }
+}
+
+impl TargetPatch {
+    /// The current target with this patch applied, validated as a whole.
+    fn merge(self, current: &Target, max_body: usize) -> Result<Target, Invalid> {
+        let replaces_body =
+            self.body.is_some() || self.body_text.is_some() || self.body_base64.is_some();
+        let (body, body_text, body_base64) = if replaces_body {
+            (self.body, self.body_text, self.body_base64)
+        } else {
+            body_fields(&current.body)
+        };
+        TargetRequest {
+            method: Some(self.method.unwrap_or_else(|| current.method.clone())),
+            url: self.url.unwrap_or_else(|| current.url.clone()),
+            headers: self
+                .headers
+                .unwrap_or_else(|| current.headers.iter().cloned().collect()),
+            body,
+            body_text,
+            body_base64,
+        }
+        .into_target("target.", max_body)
+    }
+}
+
 impl UpdateJobRequest {
-    fn into_change(self, state: &AppState) -> Result<JobChange, Invalid> {
+    fn into_change(self, state: &AppState, current: &Job) -> Result<JobChange, Invalid> {
         let limits = state.jobs.limits();
         Ok(JobChange {
             deliver_at: when(state, self.deliver_at.as_deref(), self.delay.as_deref())?,
             target: self
                 .target
-                .map(|t| t.into_target("target.", limits.max_body_bytes))
+                .map(|t| t.merge(&current.target, limits.max_body_bytes))
                 .transpose()?,
             retry: self.retry.map(RetryRequest::into_policy).transpose()?,
             timeout_ms: self
@@ -572,16 +634,7 @@ impl From<&RetryPolicy> for RetryResponse {
 
 impl From<&Job> for JobResponse {
     fn from(j: &Job) -> Self {
-        let (body, body_text, body_base64) = match &j.target.body {
-            Body::None => (None, None, None),
-            Body::Json(v) => (Some(v.clone()), None, None),
-            Body::Text(t) => (None, Some(t.clone()), None),
-            Body::Binary(b) => (
-                None,
-                None,
-                Some(base64::engine::general_purpose::STANDARD.encode(b)),
-            ),
-        };
+        let (body, body_text, body_base64) = body_fields(&j.target.body);
         JobResponse {
             id: j.id,
             namespace: j.namespace.clone(),
@@ -716,7 +769,7 @@ pub async fn create_job(
 /// Get a job.
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
     params(("id" = Uuid, Path), ("Herald-Namespace" = Option<String>, Header)),
-    responses((status = 200, body = JobResponse), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 400, description = "Invalid namespace header or parameter", body = Problem, content_type = "application/problem+json"), (status = 200, body = JobResponse), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn get_job(
     State(state): State<AppState>,
     Namespace(ns): Namespace,
@@ -729,7 +782,7 @@ pub async fn get_job(
 /// Get a job by its key.
 #[utoipa::path(get, path = "/v1/jobs/by-key/{key}", tag = "jobs",
     params(("key" = String, Path), ("Herald-Namespace" = Option<String>, Header)),
-    responses((status = 200, body = JobResponse), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 400, description = "Invalid namespace header or parameter", body = Problem, content_type = "application/problem+json"), (status = 200, body = JobResponse), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn get_job_by_key(
     State(state): State<AppState>,
     Namespace(ns): Namespace,
@@ -808,7 +861,10 @@ pub async fn update_job(
     ApiJson(req): ApiJson<UpdateJobRequest>,
 ) -> Result<Response, Problem> {
     let id = parse_id(&id)?;
-    let change = req.into_change(&state)?;
+    // A partial target is merged onto the job as read now; the change itself is still a
+    // compare-and-set, so it lands whole or answers 409.
+    let current = state.jobs.get(&ns, id).await?;
+    let change = req.into_change(&state, &current)?;
     let job = state.jobs.change(&ns, id, change).await?;
     Ok(job_json(StatusCode::OK, &job))
 }
@@ -816,7 +872,7 @@ pub async fn update_job(
 /// Cancel a scheduled job.
 #[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs",
     params(("id" = Uuid, Path), ("Herald-Namespace" = Option<String>, Header)),
-    responses(
+    responses((status = 400, description = "Invalid namespace header or parameter", body = Problem, content_type = "application/problem+json"), 
         (status = 200, body = JobResponse),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "In flight or finished", body = Problem, content_type = "application/problem+json")))]
@@ -832,7 +888,7 @@ pub async fn cancel_job(
 /// Run a finished job again, now, with a fresh attempt budget.
 #[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs",
     params(("id" = Uuid, Path), ("Herald-Namespace" = Option<String>, Header)),
-    responses(
+    responses((status = 400, description = "Invalid namespace header or parameter", body = Problem, content_type = "application/problem+json"), 
         (status = 200, body = JobResponse),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not finished", body = Problem, content_type = "application/problem+json")))]
@@ -848,7 +904,7 @@ pub async fn retry_job(
 /// The attempts made for a job, oldest first.
 #[utoipa::path(get, path = "/v1/jobs/{id}/attempts", tag = "jobs",
     params(("id" = Uuid, Path), PageQuery, ("Herald-Namespace" = Option<String>, Header)),
-    responses((status = 200, body = AttemptList), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 400, description = "Invalid namespace header or parameter", body = Problem, content_type = "application/problem+json"), (status = 200, body = AttemptList), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn list_attempts(
     State(state): State<AppState>,
     Namespace(ns): Namespace,

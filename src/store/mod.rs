@@ -3,6 +3,7 @@
 //! (the default, one node) and PostgreSQL (several stateless nodes on one database). Both
 //! must pass the same test suite.
 
+mod batch;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -15,6 +16,7 @@ use uuid::Uuid;
 
 use crate::domain::{Attempt, AttemptRecord, Job, JobFilter, JobState, Millis, NewJob};
 
+pub use batch::GroupCommit;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use webhooks::{Published, SubscriptionInsert, WebhookStore};
@@ -50,6 +52,15 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// One job to insert, with the time of the request and whether a finished job's key may be
+/// taken over.
+#[derive(Debug, Clone)]
+pub struct NewJobInsert {
+    pub job: NewJob,
+    pub now: Millis,
+    pub free_finished_key: bool,
+}
+
 /// Result of inserting a job.
 #[derive(Debug)]
 pub enum Inserted {
@@ -81,15 +92,27 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
 
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Inserts a job. With a key, an existing job holding it is returned instead; when
-    /// `free_finished_key` is set and that job has finished, the key is moved to the new job
-    /// (the old one keeps its history, without the key) — gorooster reuses keys this way.
+    /// Inserts jobs in one transaction (one commit for the lot: group commit). With a key,
+    /// an existing job holding it is returned instead; when `free_finished_key` is set and
+    /// that job has finished, the key moves to the new job (the old one keeps its history,
+    /// without the key) — gorooster reuses keys this way.
+    async fn insert_jobs(&self, batch: &[NewJobInsert]) -> Result<Vec<Inserted>, StoreError>;
+
     async fn insert_job(
         &self,
         job: &NewJob,
         now: Millis,
         free_finished_key: bool,
-    ) -> Result<Inserted, StoreError>;
+    ) -> Result<Inserted, StoreError> {
+        let item = NewJobInsert {
+            job: job.clone(),
+            now,
+            free_finished_key,
+        };
+        let mut out = self.insert_jobs(std::slice::from_ref(&item)).await?;
+        out.pop()
+            .ok_or_else(|| StoreError::Corrupt("insert returned nothing".into()))
+    }
 
     async fn get_job(&self, namespace: &str, id: Uuid) -> Result<Option<Job>, StoreError>;
 
@@ -120,14 +143,23 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
         lease_grace_ms: i64,
     ) -> Result<Vec<Job>, StoreError>;
 
-    /// Records an attempt and moves the job to its next state, in one transaction. Returns
-    /// false if the lease was lost meanwhile (the attempt is kept as history; the job is not
-    /// touched, because its new owner decides).
+    /// Records attempts and moves their jobs to their next states, in one transaction. For
+    /// each, false if the lease was lost meanwhile (the attempt is kept as history; the job
+    /// is not touched, because its new owner decides). `i64` is the version the claim saw.
+    async fn record_attempts(
+        &self,
+        batch: &[(AttemptRecord, i64)],
+    ) -> Result<Vec<bool>, StoreError>;
+
     async fn record_attempt(
         &self,
         record: &AttemptRecord,
         claimed_version: i64,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        let item = (record.clone(), claimed_version);
+        let out = self.record_attempts(std::slice::from_ref(&item)).await?;
+        Ok(out.first().copied().unwrap_or(false))
+    }
 
     /// Gives back every lease `owner` holds, making those jobs due now (graceful shutdown).
     async fn release_leases(&self, owner: &str, now: Millis) -> Result<u64, StoreError>;
@@ -149,18 +181,25 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
     ) -> Result<Option<tokio::sync::mpsc::Receiver<()>>, StoreError>;
 }
 
-/// Opens (and migrates) the configured database.
+/// Opens (and migrates) the configured database, with group commit in front of it.
 pub async fn connect(db: &Database) -> Result<Arc<dyn Store>, StoreError> {
-    Ok(match db {
-        Database::Sqlite { data_dir } => Arc::new(SqliteStore::open(data_dir).await?),
+    let (inner, writers): (Arc<dyn Store>, usize) = match db {
+        Database::Sqlite { data_dir } => (Arc::new(SqliteStore::open(data_dir).await?), 1),
         Database::Postgres {
             url,
             max_connections,
-        } => Arc::new(PgStore::connect(url, *max_connections).await?),
-    })
+        } => (
+            Arc::new(PgStore::connect(url, *max_connections).await?),
+            (*max_connections as usize / 4).clamp(1, 4),
+        ),
+    };
+    Ok(Arc::new(GroupCommit::new(inner, writers)))
 }
 
 /// Runs migrations only (`herald migrate`).
 pub async fn migrate(db: &Database) -> Result<(), StoreError> {
-    connect(db).await.map(|_| ())
+    match db {
+        Database::Sqlite { data_dir } => SqliteStore::open(data_dir).await.map(|_| ()),
+        Database::Postgres { url, .. } => PgStore::connect(url, 2).await.map(|_| ()),
+    }
 }

@@ -60,7 +60,9 @@ super::sql::sql_store!(
     sqlx::Postgres,
     backend = "postgres",
     claim_lock = " FOR UPDATE SKIP LOCKED",
-    notify = "SELECT pg_notify('herald_wake', '')"
+    notify = "SELECT pg_notify('herald_wake', '')",
+    durable_begin = "BEGIN",
+    relaxed_begin = "BEGIN; SET LOCAL synchronous_commit = off"
 );
 
 super::webhooks::webhook_store!(PgStore, sqlx::Postgres, share_lock = " FOR SHARE");

@@ -173,21 +173,44 @@ impl AttemptRow {
 
 /// Implements [`super::Store`] for a store type with `write` and `read` pools of `$db`.
 macro_rules! sql_store {
-    ($store:ty, $db:ty, backend = $backend:expr, claim_lock = $lock:expr, notify = $notify:expr) => {
+    (
+        $store:ty,
+        $db:ty,
+        backend = $backend:expr,
+        claim_lock = $lock:expr,
+        notify = $notify:expr,
+        durable_begin = $durable:expr,
+        relaxed_begin = $relaxed:expr
+    ) => {
         mod store_impl {
             use async_trait::async_trait;
             use sqlx::{QueryBuilder, Row};
             use uuid::Uuid;
 
             use super::super::sql::*;
-            use super::super::{Inserted, Store, StoreError};
+            use super::super::{Inserted, NewJobInsert, Store, StoreError};
             use super::*;
             use crate::domain::{
-                Attempt, AttemptRecord, Job, JobFilter, JobState, Millis, NewJob,
+                Attempt, AttemptRecord, Job, JobFilter, JobState, Millis,
             };
 
             type Db = $db;
             type DbRow = <Db as sqlx::Database>::Row;
+
+            /// A transaction whose commit waits for the disk: what a client is told was
+            /// accepted or changed must survive a power cut.
+            pub(super) async fn durable(pool: &sqlx::Pool<Db>) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
+                Ok(pool.begin_with($durable).await?)
+            }
+
+            /// A transaction whose commit need not wait for the disk: claims, attempt records
+            /// and lease releases. Losing one to a power cut only means a call is made again
+            /// (the job is still scheduled, or its lease expires), which at-least-once
+            /// delivery allows; waiting for an fsync on the firing path would cost
+            /// milliseconds of precision on every call.
+            async fn relaxed(pool: &sqlx::Pool<Db>) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
+                Ok(pool.begin_with($relaxed).await?)
+            }
 
             pub(super) fn job_from_row(r: &DbRow) -> Result<Job, StoreError> {
                 JobRow {
@@ -277,6 +300,133 @@ macro_rules! sql_store {
                     .transpose()
             }
 
+            /// One insert inside a batch transaction. A keyed insert runs under a savepoint:
+            /// if another node commits the same key meanwhile, the unique violation rolls back
+            /// only this item, and the winner is read back.
+            async fn insert_one(
+                tx: &mut sqlx::Transaction<'static, Db>,
+                item: &NewJobInsert,
+            ) -> Result<Inserted, StoreError> {
+                let job = &item.job;
+                if let Some(key) = &job.key {
+                    if let Some(existing) = find_by_key(&mut **tx, &job.namespace, key).await? {
+                        if !(item.free_finished_key && existing.state.is_terminal()) {
+                            return Ok(if existing.fingerprint == job.fingerprint {
+                                Inserted::Existing(existing)
+                            } else {
+                                Inserted::KeyTaken(existing)
+                            });
+                        }
+                        sqlx::query("UPDATE jobs SET key = NULL, version = version + 1, updated_at = $1 WHERE id = $2")
+                            .bind(item.now)
+                            .bind(existing.id.to_string())
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                }
+                let sql = format!(
+                    "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, 'scheduled', $4, $5, $6, $7, $8, $9, \
+                     $10, $11, $12, $13, $13, 0, 0, NULL, NULL, NULL, NULL, $14, $15, 0, $16, $16, \
+                     NULL, NULL, NULL, NULL, NULL, FALSE) \
+                     RETURNING {JOB_COLUMNS}"
+                );
+                let query = sqlx::query(&sql)
+                    .bind(job.id.to_string())
+                    .bind(&job.namespace)
+                    .bind(&job.key)
+                    .bind(&job.target.method)
+                    .bind(&job.target.url)
+                    .bind(encode_headers(&job.target.headers))
+                    .bind(job.target.body.kind())
+                    .bind(job.target.body.to_bytes())
+                    .bind(encode_retry(&job.retry))
+                    .bind(job.timeout_ms)
+                    .bind(job.success.encode())
+                    .bind(job.follow_redirects)
+                    .bind(job.deliver_at)
+                    .bind(encode_meta(&job.meta))
+                    .bind(&job.fingerprint)
+                    .bind(item.now);
+                if job.key.is_none() {
+                    let row = query.fetch_one(&mut **tx).await?;
+                    return Ok(Inserted::Created(job_from_row(&row)?));
+                }
+                let mut sp = sqlx::Connection::begin(&mut **tx).await?;
+                match query.fetch_one(&mut *sp).await {
+                    Ok(row) => {
+                        let created = job_from_row(&row)?;
+                        sp.commit().await?;
+                        Ok(Inserted::Created(created))
+                    }
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                        sp.rollback().await?;
+                        let key = job.key.as_deref().unwrap_or_default();
+                        match find_by_key(&mut **tx, &job.namespace, key).await? {
+                            Some(existing) if existing.fingerprint == job.fingerprint => {
+                                Ok(Inserted::Existing(existing))
+                            }
+                            Some(existing) => Ok(Inserted::KeyTaken(existing)),
+                            None => Err(StoreError::Corrupt("key vanished after a unique violation".into())),
+                        }
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+
+            async fn record_one(
+                tx: &mut sqlx::Transaction<'static, Db>,
+                rec: &AttemptRecord,
+                claimed_version: i64,
+            ) -> Result<bool, StoreError> {
+                let a = &rec.attempt;
+                let sql = format!(
+                    "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES \
+                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+                );
+                sqlx::query(&sql)
+                    .bind(a.id.to_string())
+                    .bind(a.job_id.to_string())
+                    .bind(a.number as i64)
+                    .bind(a.started_at)
+                    .bind(a.duration_ms)
+                    .bind(&a.request_method)
+                    .bind(&a.request_url)
+                    .bind(encode_headers(&a.request_headers))
+                    .bind(a.request_body_bytes)
+                    .bind(a.response_status.map(i64::from))
+                    .bind(encode_headers(&a.response_headers))
+                    .bind(&a.response_body)
+                    .bind(a.response_truncated)
+                    .bind(&a.error)
+                    .bind(a.outcome.as_str())
+                    .execute(&mut **tx)
+                    .await?;
+                // The attempt is history either way; the job moves only if the lease is
+                // still ours (same owner, same version since the claim).
+                let updated = sqlx::query(
+                    "UPDATE jobs SET state = $1, next_attempt_at = $2, lease_owner = NULL, \
+                     last_status = $3, last_error = $4, last_attempt_at = $5, \
+                     version = version + 1, updated_at = $6 \
+                     WHERE id = $7 AND lease_owner = $8 AND version = $9 AND state = 'in_flight'",
+                )
+                .bind(rec.next_state.as_str())
+                .bind(rec.next_attempt_at)
+                .bind(a.response_status.map(i64::from))
+                .bind(&a.error)
+                .bind(a.started_at)
+                .bind(rec.finished_at)
+                .bind(a.job_id.to_string())
+                .bind(&rec.lease_owner)
+                .bind(claimed_version)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+                if let (1, Some(sub)) = (updated, &rec.unsubscribe) {
+                    super::webhook_impl::remove_subscription(tx, sub, rec.finished_at).await?;
+                }
+                Ok(updated == 1)
+            }
+
             #[async_trait]
             impl Store for $store {
                 fn backend(&self) -> &'static str {
@@ -288,72 +438,23 @@ macro_rules! sql_store {
                     Ok(())
                 }
 
-                async fn insert_job(
+                async fn insert_jobs(
                     &self,
-                    job: &NewJob,
-                    now: Millis,
-                    free_finished_key: bool,
-                ) -> Result<Inserted, StoreError> {
-                    // A unique-key race between two nodes resolves on the second try, when
-                    // the winner's row is visible.
-                    for _ in 0..2 {
-                        let mut tx = self.write.begin().await?;
-                        if let Some(key) = &job.key {
-                            if let Some(existing) = find_by_key(&mut *tx, &job.namespace, key).await? {
-                                if !(free_finished_key && existing.state.is_terminal()) {
-                                    return Ok(if existing.fingerprint == job.fingerprint {
-                                        Inserted::Existing(existing)
-                                    } else {
-                                        Inserted::KeyTaken(existing)
-                                    });
-                                }
-                                sqlx::query("UPDATE jobs SET key = NULL, version = version + 1, updated_at = $1 WHERE id = $2")
-                                    .bind(now)
-                                    .bind(existing.id.to_string())
-                                    .execute(&mut *tx)
-                                    .await?;
-                            }
-                        }
-                        let sql = format!(
-                            "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, 'scheduled', $4, $5, $6, $7, $8, $9, \
-                             $10, $11, $12, $13, $13, 0, 0, NULL, NULL, NULL, NULL, $14, $15, 0, $16, $16, \
-                             NULL, NULL, NULL, NULL, NULL, FALSE) \
-                             RETURNING {JOB_COLUMNS}"
-                        );
-                        let res = sqlx::query(&sql)
-                            .bind(job.id.to_string())
-                            .bind(&job.namespace)
-                            .bind(&job.key)
-                            .bind(&job.target.method)
-                            .bind(&job.target.url)
-                            .bind(encode_headers(&job.target.headers))
-                            .bind(job.target.body.kind())
-                            .bind(job.target.body.to_bytes())
-                            .bind(encode_retry(&job.retry))
-                            .bind(job.timeout_ms)
-                            .bind(job.success.encode())
-                            .bind(job.follow_redirects)
-                            .bind(job.deliver_at)
-                            .bind(encode_meta(&job.meta))
-                            .bind(&job.fingerprint)
-                            .bind(now)
-                            .fetch_one(&mut *tx)
-                            .await;
-                        match res {
-                            Ok(row) => {
-                                let created = job_from_row(&row)?;
-                                notify_others(&mut *tx).await?;
-                                tx.commit().await?;
-                                return Ok(Inserted::Created(created));
-                            }
-                            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                                tx.rollback().await?;
-                                continue;
-                            }
-                            Err(e) => return Err(e.into()),
-                        }
+                    batch: &[NewJobInsert],
+                ) -> Result<Vec<Inserted>, StoreError> {
+                    let mut tx = durable(&self.write).await?;
+                    let mut out = Vec::with_capacity(batch.len());
+                    let mut created_any = false;
+                    for item in batch {
+                        let outcome = insert_one(&mut tx, item).await?;
+                        created_any |= matches!(outcome, Inserted::Created(_));
+                        out.push(outcome);
                     }
-                    Err(StoreError::Corrupt("key kept colliding on insert".into()))
+                    if created_any {
+                        notify_others(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(out)
                 }
 
                 async fn get_job(&self, namespace: &str, id: Uuid) -> Result<Option<Job>, StoreError> {
@@ -418,7 +519,7 @@ macro_rules! sql_store {
                          next_attempt_at = $12, run_base = $13, meta = $14, version = version + 1, updated_at = $15 \
                          WHERE id = $16 AND version = $17 AND state = $18 RETURNING {JOB_COLUMNS}"
                     );
-                    let mut tx = self.write.begin().await?;
+                    let mut tx = durable(&self.write).await?;
                     let row = sqlx::query(&sql)
                         .bind(job.state.as_str())
                         .bind(&job.target.method)
@@ -469,79 +570,42 @@ macro_rules! sql_store {
                          RETURNING {JOB_COLUMNS}",
                         $lock
                     );
+                    let mut tx = relaxed(&self.write).await?;
                     let rows = sqlx::query(&sql)
                         .bind(owner)
                         .bind(now)
                         .bind(lease_grace_ms)
                         .bind(limit as i64)
-                        .fetch_all(&self.write)
+                        .fetch_all(&mut *tx)
                         .await?;
+                    tx.commit().await?;
                     let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
                     jobs.sort_by_key(|j| (j.deliver_at, j.id));
                     Ok(jobs)
                 }
 
-                async fn record_attempt(
+                async fn record_attempts(
                     &self,
-                    rec: &AttemptRecord,
-                    claimed_version: i64,
-                ) -> Result<bool, StoreError> {
-                    let a = &rec.attempt;
-                    let mut tx = self.write.begin().await?;
-                    let sql = format!(
-                        "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES \
-                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-                    );
-                    sqlx::query(&sql)
-                        .bind(a.id.to_string())
-                        .bind(a.job_id.to_string())
-                        .bind(a.number as i64)
-                        .bind(a.started_at)
-                        .bind(a.duration_ms)
-                        .bind(&a.request_method)
-                        .bind(&a.request_url)
-                        .bind(encode_headers(&a.request_headers))
-                        .bind(a.request_body_bytes)
-                        .bind(a.response_status.map(i64::from))
-                        .bind(encode_headers(&a.response_headers))
-                        .bind(&a.response_body)
-                        .bind(a.response_truncated)
-                        .bind(&a.error)
-                        .bind(a.outcome.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                    let updated = sqlx::query(
-                        "UPDATE jobs SET state = $1, next_attempt_at = $2, lease_owner = NULL, \
-                         last_status = $3, last_error = $4, last_attempt_at = $5, \
-                         version = version + 1, updated_at = $6 \
-                         WHERE id = $7 AND lease_owner = $8 AND version = $9 AND state = 'in_flight'",
-                    )
-                    .bind(rec.next_state.as_str())
-                    .bind(rec.next_attempt_at)
-                    .bind(a.response_status.map(i64::from))
-                    .bind(&a.error)
-                    .bind(a.started_at)
-                    .bind(rec.finished_at)
-                    .bind(a.job_id.to_string())
-                    .bind(&rec.lease_owner)
-                    .bind(claimed_version)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                        == 1;
-                    if updated && rec.next_state == JobState::Scheduled {
+                    batch: &[(AttemptRecord, i64)],
+                ) -> Result<Vec<bool>, StoreError> {
+                    let mut tx = relaxed(&self.write).await?;
+                    let mut out = Vec::with_capacity(batch.len());
+                    let mut rescheduled = false;
+                    for (rec, claimed_version) in batch {
+                        let updated = record_one(&mut tx, rec, *claimed_version).await?;
+                        rescheduled |= updated && rec.next_state == JobState::Scheduled;
+                        out.push(updated);
+                    }
+                    if rescheduled {
                         notify_others(&mut *tx).await?;
                     }
-                    if let (true, Some(sub)) = (updated, &rec.unsubscribe) {
-                        super::webhook_impl::remove_subscription(&mut tx, sub, rec.finished_at).await?;
-                    }
                     tx.commit().await?;
-                    Ok(updated)
+                    Ok(out)
                 }
 
                 async fn release_leases(&self, owner: &str, now: Millis) -> Result<u64, StoreError> {
                     // The interrupted attempt is given back: its number will be used again.
-                    let mut tx = self.write.begin().await?;
+                    let mut tx = relaxed(&self.write).await?;
                     let n = sqlx::query(
                         "UPDATE jobs SET state = 'scheduled', next_attempt_at = $1, lease_owner = NULL, \
                          attempts = attempts - 1, version = version + 1, updated_at = $1 \

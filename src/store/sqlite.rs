@@ -51,7 +51,9 @@ super::sql::sql_store!(
     sqlx::Sqlite,
     backend = "sqlite",
     claim_lock = "",
-    notify = ""
+    notify = "",
+    durable_begin = "PRAGMA synchronous = FULL; BEGIN",
+    relaxed_begin = "PRAGMA synchronous = NORMAL; BEGIN"
 );
 
 super::webhooks::webhook_store!(SqliteStore, sqlx::Sqlite, share_lock = "");

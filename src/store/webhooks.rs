@@ -237,7 +237,7 @@ macro_rules! webhook_store {
             use super::super::sql::*;
             use super::super::webhooks::*;
             use super::super::StoreError;
-            use super::store_impl::{attempt_from_row, job_from_row, notify_others};
+            use super::store_impl::{attempt_from_row, durable, job_from_row, notify_others};
             use super::*;
             use crate::domain::{Attempt, Job, Millis};
             use crate::webhooks::model::{
@@ -362,15 +362,17 @@ macro_rules! webhook_store {
                     let sql = format!(
                         "INSERT INTO topics ({TOPIC_COLUMNS}) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
                     );
+                    let mut tx = durable(&self.write).await?;
                     let n = sqlx::query(&sql)
                         .bind(&t.namespace)
                         .bind(&t.name)
                         .bind(&t.description)
                         .bind(t.created_at)
                         .bind(t.updated_at)
-                        .execute(&self.write)
+                        .execute(&mut *tx)
                         .await?
                         .rows_affected();
+                    tx.commit().await?;
                     Ok(n == 1)
                 }
 
@@ -404,19 +406,22 @@ macro_rules! webhook_store {
                         "UPDATE topics SET description = $1, updated_at = $2 WHERE namespace = $3 AND name = $4 \
                          RETURNING {TOPIC_COLUMNS}"
                     );
-                    sqlx::query(&sql)
+                    let mut tx = durable(&self.write).await?;
+                    let topic = sqlx::query(&sql)
                         .bind(description)
                         .bind(now)
                         .bind(namespace)
                         .bind(name)
-                        .fetch_optional(&self.write)
+                        .fetch_optional(&mut *tx)
                         .await?
                         .map(|r| topic_from_row(&r))
-                        .transpose()
+                        .transpose()?;
+                    tx.commit().await?;
+                    Ok(topic)
                 }
 
                 async fn delete_topic(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
-                    let mut tx = self.write.begin().await?;
+                    let mut tx = durable(&self.write).await?;
                     sqlx::query("DELETE FROM jobs WHERE namespace = $1 AND topic = $2")
                         .bind(namespace)
                         .bind(name)
@@ -434,7 +439,7 @@ macro_rules! webhook_store {
                 }
 
                 async fn create_subscription(&self, s: &Subscription) -> Result<SubscriptionInsert, StoreError> {
-                    let mut tx = self.write.begin().await?;
+                    let mut tx = durable(&self.write).await?;
                     if !topic_exists(&mut *tx, &s.namespace, &s.topic).await? {
                         return Ok(SubscriptionInsert::NoTopic);
                     }
@@ -512,7 +517,8 @@ macro_rules! webhook_store {
                          meta = $14, enabled = $15, updated_at = $16 \
                          WHERE id = $17 AND namespace = $18 RETURNING {SUBSCRIPTION_COLUMNS}"
                     );
-                    sqlx::query(&sql)
+                    let mut tx = durable(&self.write).await?;
+                    let updated = sqlx::query(&sql)
                         .bind(&s.name)
                         .bind(&s.url)
                         .bind(encode_event_types(&s.event_types))
@@ -531,14 +537,16 @@ macro_rules! webhook_store {
                         .bind(s.updated_at)
                         .bind(&s.id)
                         .bind(&s.namespace)
-                        .fetch_optional(&self.write)
+                        .fetch_optional(&mut *tx)
                         .await?
                         .map(|r| subscription_from_row(&r))
-                        .transpose()
+                        .transpose()?;
+                    tx.commit().await?;
+                    Ok(updated)
                 }
 
                 async fn delete_subscription(&self, namespace: &str, id: &str, now: Millis) -> Result<bool, StoreError> {
-                    let mut tx = self.write.begin().await?;
+                    let mut tx = durable(&self.write).await?;
                     let exists = sqlx::query("SELECT 1 AS one FROM subscriptions WHERE id = $1 AND namespace = $2")
                         .bind(id)
                         .bind(namespace)
@@ -573,7 +581,7 @@ macro_rules! webhook_store {
                     // An idempotency-key race between two publishers resolves on the second
                     // try, when the winner's row is visible.
                     for _ in 0..2 {
-                        let mut tx = self.write.begin().await?;
+                        let mut tx = durable(&self.write).await?;
                         if !topic_exists(&mut *tx, &m.namespace, &m.topic).await? {
                             return Ok(Published::NoTopic);
                         }
@@ -725,7 +733,7 @@ macro_rules! webhook_store {
                 }
 
                 async fn delete_message(&self, namespace: &str, id: Uuid) -> Result<bool, StoreError> {
-                    let mut tx = self.write.begin().await?;
+                    let mut tx = durable(&self.write).await?;
                     sqlx::query("DELETE FROM jobs WHERE message_id = $1 AND namespace = $2")
                         .bind(id.to_string())
                         .bind(namespace)
@@ -809,7 +817,7 @@ macro_rules! webhook_store {
                     created: &CreatedRange,
                     now: Millis,
                 ) -> Result<u64, StoreError> {
-                    let mut tx = self.write.begin().await?;
+                    let mut tx = durable(&self.write).await?;
                     let mut q = QueryBuilder::<Db>::new(
                         "UPDATE jobs SET state = 'scheduled', run_base = attempts, next_attempt_at = ",
                     );
@@ -834,3 +842,106 @@ macro_rules! webhook_store {
 }
 
 pub(super) use webhook_store;
+
+/// Group commit batches job inserts and attempt records only; everything webhook-specific
+/// goes straight to the store it wraps.
+#[async_trait]
+impl WebhookStore for super::GroupCommit {
+    async fn create_topic(&self, topic: &Topic) -> Result<bool, StoreError> {
+        self.inner.create_topic(topic).await
+    }
+    async fn get_topic(&self, namespace: &str, name: &str) -> Result<Option<Topic>, StoreError> {
+        self.inner.get_topic(namespace, name).await
+    }
+    async fn list_topics(&self, filter: &TopicFilter) -> Result<Vec<Topic>, StoreError> {
+        self.inner.list_topics(filter).await
+    }
+    async fn update_topic(
+        &self,
+        namespace: &str,
+        name: &str,
+        description: &str,
+        now: Millis,
+    ) -> Result<Option<Topic>, StoreError> {
+        self.inner
+            .update_topic(namespace, name, description, now)
+            .await
+    }
+    async fn delete_topic(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
+        self.inner.delete_topic(namespace, name).await
+    }
+    async fn create_subscription(
+        &self,
+        sub: &Subscription,
+    ) -> Result<SubscriptionInsert, StoreError> {
+        self.inner.create_subscription(sub).await
+    }
+    async fn get_subscription(
+        &self,
+        namespace: Option<&str>,
+        id: &str,
+    ) -> Result<Option<Subscription>, StoreError> {
+        self.inner.get_subscription(namespace, id).await
+    }
+    async fn list_subscriptions(
+        &self,
+        filter: &SubscriptionFilter,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        self.inner.list_subscriptions(filter).await
+    }
+    async fn update_subscription(
+        &self,
+        sub: &Subscription,
+    ) -> Result<Option<Subscription>, StoreError> {
+        self.inner.update_subscription(sub).await
+    }
+    async fn delete_subscription(
+        &self,
+        namespace: &str,
+        id: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        self.inner.delete_subscription(namespace, id, now).await
+    }
+    async fn signing_secrets(
+        &self,
+        subscription_id: &str,
+    ) -> Result<Option<SigningSecrets>, StoreError> {
+        self.inner.signing_secrets(subscription_id).await
+    }
+    async fn publish(&self, msg: &NewMessage, now: Millis) -> Result<Published, StoreError> {
+        self.inner.publish(msg, now).await
+    }
+    async fn get_message(&self, namespace: &str, id: Uuid) -> Result<Option<Message>, StoreError> {
+        self.inner.get_message(namespace, id).await
+    }
+    async fn list_messages(&self, filter: &MessageFilter) -> Result<Vec<Message>, StoreError> {
+        self.inner.list_messages(filter).await
+    }
+    async fn delete_message(&self, namespace: &str, id: Uuid) -> Result<bool, StoreError> {
+        self.inner.delete_message(namespace, id).await
+    }
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Job>, StoreError> {
+        self.inner.list_deliveries(filter).await
+    }
+    async fn get_attempt(&self, namespace: &str, id: Uuid) -> Result<Option<Attempt>, StoreError> {
+        self.inner.get_attempt(namespace, id).await
+    }
+    async fn list_delivery_attempts(
+        &self,
+        filter: &AttemptFilter,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        self.inner.list_delivery_attempts(filter).await
+    }
+    async fn replay_failed(
+        &self,
+        namespace: &str,
+        subscription_id: &str,
+        created: &CreatedRange,
+        now: Millis,
+    ) -> Result<u64, StoreError> {
+        self.inner
+            .replay_failed(namespace, subscription_id, created, now)
+            .await
+    }
+}
