@@ -1,7 +1,9 @@
 //! The command line: `herald serve`, `herald migrate`, `herald bench`. Flags may also be given as
 //! `HERALD_*` environment variables or in a `.env` file in the working directory; the
 //! gorooster surface also honours the original's own `.env` names (`RUNING_PORT`,
-//! `RETRY_MODE`, `RETRY_COUNT`).
+//! `RETRY_MODE`, `RETRY_COUNT`), and the hammer surface hammer's (`HAMMER_HTTP_PORT`,
+//! `HAMMER_REST_API_ENABLED`, `HAMMER_DEFAULT_PAGINATION_LIMIT`,
+//! `HAMMER_MAX_PAGINATION_LIMIT`, `HAMMER_DEFAULT_SECRET_TOKEN_LENGTH`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, GoroosterConfig};
+use crate::config::{Config, GoroosterConfig, HammerConfig};
 use crate::engine::EngineConfig;
 use crate::jobs::Limits;
 use crate::store::Database;
@@ -112,6 +114,10 @@ pub struct ServeArgs {
     /// enabled by gorooster's own RUNING_PORT variable.
     #[arg(long, env = "HERALD_GOROOSTER_LISTEN")]
     pub gorooster_listen: Option<String>,
+    /// Serve the hammer-compatible REST API on this address (e.g. 127.0.0.1:8000). Also
+    /// enabled by hammer's own HAMMER_HTTP_PORT variable (all interfaces, as hammer did).
+    #[arg(long, env = "HERALD_HAMMER_LISTEN")]
+    pub hammer_listen: Option<String>,
     /// Log filter, e.g. `info` or `herald=debug`.
     #[arg(long, env = "HERALD_LOG", default_value = "info")]
     pub log: String,
@@ -132,6 +138,24 @@ fn env_bool(name: &str) -> Option<bool> {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
         _ => None,
+    }
+}
+
+/// The hammer surface's settings from hammer's own variables, where set.
+fn hammer_config() -> HammerConfig {
+    let num = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .filter(|n| *n > 0)
+    };
+    let d = HammerConfig::default();
+    HammerConfig {
+        default_page: num("HAMMER_DEFAULT_PAGINATION_LIMIT").unwrap_or(d.default_page),
+        max_page: num("HAMMER_MAX_PAGINATION_LIMIT").unwrap_or(d.max_page),
+        secret_token_length: num("HAMMER_DEFAULT_SECRET_TOKEN_LENGTH")
+            .map_or(d.secret_token_length, |n| n.min(256) as usize),
+        ..d
     }
 }
 
@@ -180,7 +204,23 @@ impl ServeArgs {
                 ..Limits::default()
             },
             gorooster,
+            resthooks: Default::default(),
+            hammer: hammer_config(),
         })
+    }
+
+    fn hammer_addr(&self) -> Option<String> {
+        if let Some(a) = self.hammer_listen.clone().filter(|s| !s.trim().is_empty()) {
+            return Some(a);
+        }
+        if env_bool("HAMMER_REST_API_ENABLED") == Some(false) {
+            return None;
+        }
+        std::env::var("HAMMER_HTTP_PORT")
+            .ok()
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .map(|p| format!(":{p}"))
     }
 
     fn gorooster_addr(&self) -> Option<String> {
@@ -234,6 +274,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding the API to {addr}"))?,
         );
+        if let Some(h) = args.hammer_addr() {
+            let addr = parse_listen(&h)?;
+            listeners.hammer = Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the hammer surface to {addr}"))?,
+            );
+        }
         if let Some(g) = args.gorooster_addr() {
             let addr = parse_listen(&g)?;
             listeners.gorooster = Some(

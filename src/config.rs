@@ -17,6 +17,54 @@ pub struct Config {
     pub engine: EngineConfig,
     pub limits: Limits,
     pub gorooster: GoroosterConfig,
+    pub resthooks: RestHooksConfig,
+    pub hammer: HammerConfig,
+}
+
+/// Delivery policy of REST Hooks subscriptions, named after go-resthooks' `Config`:
+/// `InitialRetry` × `RetryMultiplier`ⁿ, `MaxRetry` retries after the first attempt.
+#[derive(Debug, Clone)]
+pub struct RestHooksConfig {
+    pub initial_retry_ms: i64,
+    pub retry_multiplier: f64,
+    pub max_retries: u32,
+    /// go-resthooks had no timeout at all; Herald always has one.
+    pub timeout_ms: i64,
+}
+
+impl Default for RestHooksConfig {
+    fn default() -> Self {
+        RestHooksConfig {
+            initial_retry_ms: 5_000,
+            retry_multiplier: 3.0,
+            max_retries: 3,
+            timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Settings of the hammer surface, named after its `HAMMER_*` variables.
+#[derive(Debug, Clone)]
+pub struct HammerConfig {
+    /// The Herald namespace hammer's topics live in (hammer has no tenants).
+    pub namespace: String,
+    /// `HAMMER_DEFAULT_PAGINATION_LIMIT`.
+    pub default_page: u32,
+    /// `HAMMER_MAX_PAGINATION_LIMIT`.
+    pub max_page: u32,
+    /// `HAMMER_DEFAULT_SECRET_TOKEN_LENGTH`.
+    pub secret_token_length: usize,
+}
+
+impl Default for HammerConfig {
+    fn default() -> Self {
+        HammerConfig {
+            namespace: "default".into(),
+            default_page: 25,
+            max_page: 50,
+            secret_token_length: 40,
+        }
+    }
 }
 
 /// Settings of the gorooster surface, named after its `.env` variables.
@@ -49,6 +97,8 @@ impl Config {
             engine: EngineConfig::default(),
             limits: Limits::default(),
             gorooster: GoroosterConfig::default(),
+            resthooks: RestHooksConfig::default(),
+            hammer: HammerConfig::default(),
         }
     }
 

@@ -473,6 +473,22 @@ pub struct Job {
     pub version: i64,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// Set when the job is a webhook delivery: the message and subscription it came from.
+    pub origin: Option<Origin>,
+}
+
+/// Where a delivery came from, and the two policy points only deliveries have. A delivery is
+/// an ordinary job otherwise: same state machine, lease, retry policy and attempts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Origin {
+    pub topic: String,
+    pub message_id: Uuid,
+    pub subscription_id: String,
+    pub event_type: String,
+    /// Response codes that fail the delivery at once, without retry (REST Hooks: 3xx).
+    pub fail_codes: Option<SuccessCodes>,
+    /// A `410 Gone` fails the delivery and removes its subscription (REST Hooks).
+    pub unsubscribe_on_gone: bool,
 }
 
 impl Job {
@@ -578,6 +594,8 @@ pub struct AttemptRecord {
     pub next_state: JobState,
     pub next_attempt_at: Option<Millis>,
     pub finished_at: Millis,
+    /// Remove this subscription in the same transaction (the target answered `410 Gone`).
+    pub unsubscribe: Option<String>,
 }
 
 /// Filters for listing jobs; `after` is the cursor (the last id of the previous page).

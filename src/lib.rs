@@ -11,9 +11,11 @@ pub mod compat;
 pub mod config;
 pub mod domain;
 pub mod duration;
+pub mod embed;
 pub mod engine;
 pub mod jobs;
 pub mod store;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,6 +37,8 @@ use jobs::JobService;
 pub struct Listeners {
     pub api: Option<TcpListener>,
     pub gorooster: Option<TcpListener>,
+    /// allisson/hammer's REST API.
+    pub hammer: Option<TcpListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +79,7 @@ pub async fn run_with_clock(
         waker.clone(),
         config.limits.clone(),
     );
+    let webhooks = webhooks::WebhookService::new(jobs.clone(), waker.clone());
     let token = CancellationToken::new();
     {
         let token = token.clone();
@@ -105,8 +110,26 @@ pub async fn run_with_clock(
             .layer(TraceLayer::new_for_http())
             .layer(limit);
         if let Some(listener) = listeners.api {
-            let app = api::router(api::AppState { jobs: jobs.clone() }).layer(layers.clone());
+            let hooks =
+                compat::resthooks::RestHooks::new(webhooks.clone(), config.resthooks.clone());
+            let app = api::router(api::AppState {
+                jobs: jobs.clone(),
+                webhooks: webhooks.clone(),
+            })
+            .nest("/hooks", hooks.router())
+            .layer(layers.clone());
             tracing::info!(addr = %listener.local_addr()?, "native API listening");
+            let token = token.clone();
+            tasks.spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(token.cancelled_owned())
+                    .await
+            });
+        }
+        if let Some(listener) = listeners.hammer {
+            let app = compat::hammer::router(webhooks.clone(), config.hammer.clone())
+                .layer(layers.clone());
+            tracing::info!(addr = %listener.local_addr()?, "hammer surface listening");
             let token = token.clone();
             tasks.spawn(async move {
                 axum::serve(listener, app)

@@ -64,6 +64,7 @@ fn record(job: &herald::domain::Job, owner: &str, state: JobState, at: i64) -> A
         next_state: state,
         next_attempt_at: (state == JobState::Scheduled).then_some(at + 100),
         finished_at: at,
+        unsubscribe: None,
     }
 }
 

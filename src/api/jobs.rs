@@ -316,7 +316,7 @@ pub fn parse_ts(s: &str, field: &str) -> Result<Millis, Invalid> {
         .map_err(|e| Invalid::new(field, format!("not an RFC 3339 time with offset: {e}")))
 }
 
-fn duration(s: &str, field: &str) -> Result<i64, Invalid> {
+pub(crate) fn duration(s: &str, field: &str) -> Result<i64, Invalid> {
     parse_millis(s).map_err(|e| Invalid::new(field, e.to_string()))
 }
 
@@ -358,7 +358,7 @@ impl TargetRequest {
 }
 
 impl RetryRequest {
-    fn into_policy(self) -> Result<RetryPolicy, Invalid> {
+    pub(crate) fn into_policy(self) -> Result<RetryPolicy, Invalid> {
         let strategy = self.strategy.as_deref().unwrap_or("exponential");
         let only = |allowed: &[&str]| -> Result<(), Invalid> {
             let present = [
@@ -451,12 +451,12 @@ impl RetryRequest {
     }
 }
 
-fn success_codes(specs: &[StatusSpec]) -> Result<SuccessCodes, Invalid> {
+pub(crate) fn success_codes(specs: &[StatusSpec]) -> Result<SuccessCodes, Invalid> {
     let items: Vec<String> = specs.iter().map(StatusSpec::as_string).collect();
     SuccessCodes::parse_list(&items, "success_codes")
 }
 
-fn when(
+pub(crate) fn when(
     state: &AppState,
     deliver_at: Option<&str>,
     delay: Option<&str>,
@@ -713,7 +713,7 @@ fn parse_id(id: &str) -> Result<Uuid, Problem> {
     Uuid::parse_str(id).map_err(|_| Problem::not_found("job"))
 }
 
-fn page_limit(limit: Option<u32>) -> Result<u32, Problem> {
+pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, Problem> {
     match limit {
         None => Ok(50),
         Some(n) if (1..=500).contains(&n) => Ok(n),
@@ -721,7 +721,7 @@ fn page_limit(limit: Option<u32>) -> Result<u32, Problem> {
     }
 }
 
-fn parse_cursor(c: Option<&str>) -> Result<Option<Uuid>, Problem> {
+pub(crate) fn parse_cursor(c: Option<&str>) -> Result<Option<Uuid>, Problem> {
     c.map(|c| {
         Uuid::parse_str(c)
             .map_err(|_| Problem::invalid("cursor", "not a cursor from a previous page"))

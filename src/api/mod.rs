@@ -5,6 +5,7 @@
 pub mod extract;
 pub mod jobs;
 pub mod problem;
+pub mod webhooks;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,11 +15,13 @@ use axum::{Json, Router};
 use utoipa::OpenApi;
 
 use crate::jobs::JobService;
+use crate::webhooks::WebhookService;
 use problem::Problem;
 
 #[derive(Clone)]
 pub struct AppState {
     pub jobs: JobService,
+    pub webhooks: WebhookService,
 }
 
 #[derive(OpenApi)]
@@ -37,10 +40,30 @@ pub struct AppState {
         jobs::cancel_job,
         jobs::retry_job,
         jobs::list_attempts,
+        webhooks::create_topic,
+        webhooks::list_topics,
+        webhooks::get_topic,
+        webhooks::update_topic,
+        webhooks::delete_topic,
+        webhooks::create_subscription,
+        webhooks::list_subscriptions,
+        webhooks::get_subscription,
+        webhooks::update_subscription,
+        webhooks::delete_subscription,
+        webhooks::rotate_secret,
+        webhooks::replay,
+        webhooks::publish,
+        webhooks::list_messages,
+        webhooks::get_message,
+        webhooks::list_deliveries,
+        webhooks::get_delivery,
+        webhooks::delivery_attempts,
+        webhooks::retry_delivery,
         healthz,
         readyz,
     ),
-    tags((name = "jobs", description = "One outbound HTTP call each, at or after a time, under a retry policy"))
+    tags((name = "jobs", description = "One outbound HTTP call each, at or after a time, under a retry policy"),
+        (name = "webhooks", description = "Topics, push subscriptions and signed fan-out (Standard Webhooks v1); each delivery is a job"))
 )]
 pub struct ApiDoc;
 
@@ -64,6 +87,43 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/by-key/{key}", get(jobs::get_job_by_key))
         .route("/v1/jobs/{id}/retry", post(jobs::retry_job))
         .route("/v1/jobs/{id}/attempts", get(jobs::list_attempts))
+        .route(
+            "/v1/topics",
+            post(webhooks::create_topic).get(webhooks::list_topics),
+        )
+        .route(
+            "/v1/topics/{topic}",
+            get(webhooks::get_topic)
+                .patch(webhooks::update_topic)
+                .delete(webhooks::delete_topic),
+        )
+        .route(
+            "/v1/topics/{topic}/subscriptions",
+            post(webhooks::create_subscription).get(webhooks::list_subscriptions),
+        )
+        .route(
+            "/v1/topics/{topic}/messages",
+            post(webhooks::publish).get(webhooks::list_messages),
+        )
+        .route(
+            "/v1/subscriptions/{id}",
+            get(webhooks::get_subscription)
+                .patch(webhooks::update_subscription)
+                .delete(webhooks::delete_subscription),
+        )
+        .route(
+            "/v1/subscriptions/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route("/v1/subscriptions/{id}/replay", post(webhooks::replay))
+        .route("/v1/messages/{id}", get(webhooks::get_message))
+        .route("/v1/deliveries", get(webhooks::list_deliveries))
+        .route("/v1/deliveries/{id}", get(webhooks::get_delivery))
+        .route(
+            "/v1/deliveries/{id}/attempts",
+            get(webhooks::delivery_attempts),
+        )
+        .route("/v1/deliveries/{id}/retry", post(webhooks::retry_delivery))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(

@@ -2,3 +2,5 @@
 //! listener of its own. No surface has its own storage or delivery path.
 
 pub mod gorooster;
+pub mod hammer;
+pub mod resthooks;

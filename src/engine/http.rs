@@ -51,6 +51,17 @@ impl HttpChannel {
     }
 
     pub async fn call(&self, job: &Job, now: Millis) -> CallResult {
+        self.call_with(job, now, &[]).await
+    }
+
+    /// [`call`](Self::call) with headers that come last and override everything else (a
+    /// delivery's signature headers, computed by the engine for this attempt).
+    pub async fn call_with(
+        &self,
+        job: &Job,
+        now: Millis,
+        extra: &[(&'static str, String)],
+    ) -> CallResult {
         let mut headers = HeaderMap::new();
         let body = job.target.body.to_bytes();
         match &job.target.body {
@@ -86,6 +97,14 @@ impl HttpChannel {
             HeaderName::from_static(ATTEMPT_HEADER),
             HeaderValue::from(job.attempts),
         );
+        for (name, value) in extra {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(n, v);
+            }
+        }
         let mut result = CallResult {
             request_headers: header_pairs(&headers),
             request_body_bytes: body.as_ref().map_or(0, |b| b.len() as i64),

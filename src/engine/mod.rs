@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::domain::{Attempt, AttemptOutcome, AttemptRecord, Job, JobState, Millis};
 use crate::store::Store;
+use crate::webhooks::signing;
 use http::{CallResult, HttpChannel};
 
 /// Longest the dispatcher sleeps without looking at the database. Local changes wake it
@@ -216,20 +217,65 @@ impl Engine {
         }
     }
 
+    /// The Standard Webhooks headers of a delivery, signed with the subscription's secrets as
+    /// they are now (so a rotation applies to retries too). `Err` carries the reason the call
+    /// must not be made, and whether that is final (the subscription is gone).
+    async fn signature_headers(
+        &self,
+        job: &Job,
+        now: Millis,
+    ) -> Result<Vec<(&'static str, String)>, (String, bool)> {
+        let Some(origin) = &job.origin else {
+            return Ok(vec![]);
+        };
+        let secrets = self
+            .store
+            .signing_secrets(&origin.subscription_id)
+            .await
+            .map_err(|e| (format!("could not load the signing secrets: {e}"), false))?
+            .ok_or_else(|| ("the subscription no longer exists".to_string(), true))?;
+        let body = job.target.body.to_bytes().unwrap_or_default();
+        Ok(signing::headers(
+            &secrets,
+            &origin.message_id.to_string(),
+            now,
+            &body,
+        ))
+    }
+
     async fn deliver(self: Arc<Self>, job: Job, _permit: OwnedSemaphorePermit) {
         let started_at = self.clock.now_ms();
         let timer = std::time::Instant::now();
-        let result = self.channel.call(&job, started_at).await;
+        let mut subscription_gone = false;
+        let result = match self.signature_headers(&job, started_at).await {
+            Ok(extra) => self.channel.call_with(&job, started_at, &extra).await,
+            Err((error, gone)) => {
+                subscription_gone = gone;
+                CallResult {
+                    error: Some(error),
+                    ..CallResult::default()
+                }
+            }
+        };
         let duration_ms = timer.elapsed().as_millis() as i64;
         let finished_at = self.clock.now_ms();
         let jitter: f64 = rand::rng().random();
-        let (outcome, next_state, next_attempt_at) = decide(
-            &job,
-            &result,
-            finished_at,
-            jitter,
-            self.config.max_retry_after_ms,
-        );
+        let (outcome, next_state, next_attempt_at) = if subscription_gone {
+            (AttemptOutcome::Failed, JobState::Cancelled, None)
+        } else {
+            decide(
+                &job,
+                &result,
+                finished_at,
+                jitter,
+                self.config.max_retry_after_ms,
+            )
+        };
+        let unsubscribe = job
+            .origin
+            .as_ref()
+            .filter(|o| o.unsubscribe_on_gone && result.status == Some(410))
+            .map(|o| o.subscription_id.clone());
         let record = AttemptRecord {
             attempt: Attempt {
                 id: Uuid::now_v7(),
@@ -252,6 +298,7 @@ impl Engine {
             next_state,
             next_attempt_at,
             finished_at,
+            unsubscribe,
         };
         // The call happened; losing its record would make it happen again. Keep trying while
         // the lease is ours, since after that the job belongs to whoever reclaims it.
@@ -291,6 +338,16 @@ pub fn decide(
 ) -> (AttemptOutcome, JobState, Option<Millis>) {
     if result.status.is_some_and(|s| job.success.matches(s)) {
         return (AttemptOutcome::Succeeded, JobState::Succeeded, None);
+    }
+    if let (Some(origin), Some(status)) = (&job.origin, result.status) {
+        let permanent = origin
+            .fail_codes
+            .as_ref()
+            .is_some_and(|c| c.matches(status))
+            || (origin.unsubscribe_on_gone && status == 410);
+        if permanent {
+            return (AttemptOutcome::Failed, JobState::Failed, None);
+        }
     }
     match job.retry.delay_after(job.run_attempts(), jitter) {
         Some(policy_delay) => {

@@ -26,7 +26,7 @@ type Runner<I, O> =
     Arc<dyn Fn(Vec<I>) -> BoxFuture<'static, Result<Vec<O>, StoreError>> + Send + Sync>;
 
 pub struct GroupCommit {
-    inner: Arc<dyn Store>,
+    pub(super) inner: Arc<dyn Store>,
     inserts: mpsc::Sender<Pending<NewJobInsert, Inserted>>,
     records: mpsc::Sender<Pending<(AttemptRecord, i64), bool>>,
 }

@@ -7,6 +7,7 @@ mod batch;
 mod postgres;
 mod sql;
 mod sqlite;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use crate::domain::{Attempt, AttemptRecord, Job, JobFilter, JobState, Millis, Ne
 pub use batch::GroupCommit;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use webhooks::{Published, SubscriptionInsert, WebhookStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -88,8 +90,10 @@ pub enum Database {
     },
 }
 
+/// Everything Herald persists. Webhook storage (topics, subscriptions, messages) is its own
+/// trait, [`WebhookStore`], implemented by the same stores.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: WebhookStore + Send + Sync + 'static {
     fn backend(&self) -> &'static str;
 
     async fn ping(&self) -> Result<(), StoreError>;

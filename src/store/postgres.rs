@@ -65,6 +65,8 @@ super::sql::sql_store!(
     relaxed_begin = "BEGIN; SET LOCAL synchronous_commit = off"
 );
 
+super::webhooks::webhook_store!(PgStore, sqlx::Postgres, share_lock = " FOR SHARE");
+
 impl PgStore {
     pub(super) async fn changes(
         &self,

@@ -7,12 +7,13 @@ use uuid::Uuid;
 
 use super::StoreError;
 use crate::domain::{
-    Attempt, AttemptOutcome, Body, Job, JobState, RetryPolicy, SuccessCodes, Target,
+    Attempt, AttemptOutcome, Body, Job, JobState, Origin, RetryPolicy, SuccessCodes, Target,
 };
 
 pub(super) const JOB_COLUMNS: &str = "id, namespace, key, state, method, url, headers, body_kind, body, retry, \
      timeout_ms, success_codes, follow_redirects, deliver_at, next_attempt_at, attempts, run_base, \
-     lease_owner, last_status, last_error, last_attempt_at, meta, fingerprint, version, created_at, updated_at";
+     lease_owner, last_status, last_error, last_attempt_at, meta, fingerprint, version, created_at, updated_at, \
+     topic, message_id, subscription_id, event_type, fail_codes, unsubscribe_on_gone";
 
 pub(super) const ATTEMPT_COLUMNS: &str =
     "id, job_id, number, started_at, duration_ms, request_method, request_url, \
@@ -48,6 +49,12 @@ pub(super) struct JobRow {
     pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    pub topic: Option<String>,
+    pub message_id: Option<String>,
+    pub subscription_id: Option<String>,
+    pub event_type: Option<String>,
+    pub fail_codes: Option<String>,
+    pub unsubscribe_on_gone: bool,
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -76,7 +83,19 @@ pub(super) fn encode_meta(m: &Option<Value>) -> Option<String> {
 
 impl JobRow {
     pub fn into_job(self) -> Result<Job, StoreError> {
+        let origin = match (self.subscription_id, self.message_id) {
+            (Some(subscription_id), Some(message_id)) => Some(Origin {
+                topic: self.topic.unwrap_or_default(),
+                message_id: parse_uuid(&message_id)?,
+                subscription_id,
+                event_type: self.event_type.unwrap_or_default(),
+                fail_codes: self.fail_codes.as_deref().map(SuccessCodes::decode),
+                unsubscribe_on_gone: self.unsubscribe_on_gone,
+            }),
+            _ => None,
+        };
         Ok(Job {
+            origin,
             id: parse_uuid(&self.id)?,
             namespace: self.namespace,
             key: self.key,
@@ -180,7 +199,7 @@ macro_rules! sql_store {
 
             /// A transaction whose commit waits for the disk: what a client is told was
             /// accepted or changed must survive a power cut.
-            async fn durable(pool: &sqlx::Pool<Db>) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
+            pub(super) async fn durable(pool: &sqlx::Pool<Db>) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
                 Ok(pool.begin_with($durable).await?)
             }
 
@@ -193,7 +212,7 @@ macro_rules! sql_store {
                 Ok(pool.begin_with($relaxed).await?)
             }
 
-            fn job_from_row(r: &DbRow) -> Result<Job, StoreError> {
+            pub(super) fn job_from_row(r: &DbRow) -> Result<Job, StoreError> {
                 JobRow {
                     id: r.try_get("id")?,
                     namespace: r.try_get("namespace")?,
@@ -221,11 +240,17 @@ macro_rules! sql_store {
                     version: r.try_get("version")?,
                     created_at: r.try_get("created_at")?,
                     updated_at: r.try_get("updated_at")?,
+                    topic: r.try_get("topic")?,
+                    message_id: r.try_get("message_id")?,
+                    subscription_id: r.try_get("subscription_id")?,
+                    event_type: r.try_get("event_type")?,
+                    fail_codes: r.try_get("fail_codes")?,
+                    unsubscribe_on_gone: r.try_get("unsubscribe_on_gone")?,
                 }
                 .into_job()
             }
 
-            fn attempt_from_row(r: &DbRow) -> Result<Attempt, StoreError> {
+            pub(super) fn attempt_from_row(r: &DbRow) -> Result<Attempt, StoreError> {
                 AttemptRow {
                     id: r.try_get("id")?,
                     job_id: r.try_get("job_id")?,
@@ -246,7 +271,7 @@ macro_rules! sql_store {
                 .into_attempt()
             }
 
-            async fn notify_others<'c, E>(exec: E) -> Result<(), StoreError>
+            pub(super) async fn notify_others<'c, E>(exec: E) -> Result<(), StoreError>
             where
                 E: sqlx::Executor<'c, Database = Db>,
             {
@@ -301,7 +326,8 @@ macro_rules! sql_store {
                 }
                 let sql = format!(
                     "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, 'scheduled', $4, $5, $6, $7, $8, $9, \
-                     $10, $11, $12, $13, $13, 0, 0, NULL, NULL, NULL, NULL, $14, $15, 0, $16, $16) \
+                     $10, $11, $12, $13, $13, 0, 0, NULL, NULL, NULL, NULL, $14, $15, 0, $16, $16, \
+                     NULL, NULL, NULL, NULL, NULL, FALSE) \
                      RETURNING {JOB_COLUMNS}"
                 );
                 let query = sqlx::query(&sql)
@@ -395,6 +421,9 @@ macro_rules! sql_store {
                 .execute(&mut **tx)
                 .await?
                 .rows_affected();
+                if let (1, Some(sub)) = (updated, &rec.unsubscribe) {
+                    super::webhook_impl::remove_subscription(tx, sub, rec.finished_at).await?;
+                }
                 Ok(updated == 1)
             }
 

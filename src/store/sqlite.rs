@@ -97,6 +97,8 @@ super::sql::sql_store!(
     relaxed_begin = "PRAGMA synchronous = NORMAL; BEGIN"
 );
 
+super::webhooks::webhook_store!(SqliteStore, sqlx::Sqlite, share_lock = "");
+
 impl SqliteStore {
     /// One process owns a SQLite file, so there is nobody else to hear from.
     pub(super) async fn changes(

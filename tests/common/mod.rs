@@ -145,6 +145,7 @@ pub fn test_config(db: &TestDb) -> Config {
 pub struct TestServer {
     pub base: String,
     pub gorooster: String,
+    pub hammer: String,
     pub db: TestDb,
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
@@ -165,6 +166,8 @@ impl TestServer {
         f(&mut config);
         let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gorooster = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hammer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hammer_base = format!("http://{}", hammer.local_addr().unwrap());
         let base = format!("http://{}", api.local_addr().unwrap());
         let gorooster_base = format!("http://{}", gorooster.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
@@ -173,6 +176,7 @@ impl TestServer {
             Listeners {
                 api: Some(api),
                 gorooster: Some(gorooster),
+                hammer: Some(hammer),
             },
             async move {
                 let _ = rx.await;
@@ -181,6 +185,7 @@ impl TestServer {
         let server = TestServer {
             base,
             gorooster: gorooster_base,
+            hammer: hammer_base,
             db,
             http: reqwest::Client::new(),
             shutdown: Some(tx),
