@@ -2,83 +2,16 @@
 //! graceful shutdown, and several nodes sharing one PostgreSQL database.
 
 mod common;
+#[path = "common/process.rs"]
+mod process;
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use process::{free_port, Process};
 use reqwest::StatusCode;
 use serde_json::json;
-
-/// A `herald serve` child process: the real binary, so it can be SIGKILLed.
-struct Process {
-    child: Child,
-    base: String,
-}
-
-impl Process {
-    async fn start(db: &TestDb, port: u16) -> Process {
-        let mut args = vec![
-            "serve".to_string(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--lease-grace".into(),
-            "1s".into(),
-            "--log".into(),
-            "warn".into(),
-        ];
-        args.extend(db.url_or_dir_args());
-        let child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn herald");
-        let p = Process {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = http.get(format!("{}/readyz", p.base)).send().await {
-                if r.status().is_success() {
-                    return p;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "herald process did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    fn sigkill(mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .expect("kill");
-        self.child.wait().expect("reap");
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 both_stores! {
     async fn restart_with_jobs_due_fires_them_promptly(b: Backend) {
@@ -119,7 +52,7 @@ both_stores! {
         .await;
         let db = TestDb::new(b).await;
         let port = free_port();
-        let proc1 = Process::start(&db, port).await;
+        let proc1 = Process::start(&db, port, &[]).await;
         let http = reqwest::Client::new();
         let mut ids = HashSet::new();
         for i in 0..60 {
@@ -143,7 +76,7 @@ both_stores! {
             .collect();
         assert!(before_kill.len() < ids.len(), "every job was already sent; the kill tested nothing");
 
-        let proc2 = Process::start(&db, port).await;
+        let proc2 = Process::start(&db, port, &[]).await;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let seen: HashSet<String> = rx.requests().iter().map(|r| r.header("herald-delivery-id").unwrap().to_string()).collect();
