@@ -51,6 +51,24 @@ pub enum RunError {
     Serve(#[from] std::io::Error),
 }
 
+/// Serves `app` on `listener` until `token` is cancelled, as one of the node's tasks.
+fn serve_on(
+    tasks: &mut tokio::task::JoinSet<std::io::Result<()>>,
+    listener: TcpListener,
+    app: axum::Router,
+    token: &CancellationToken,
+    what: &str,
+) -> std::io::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "{what} listening");
+    let token = token.clone();
+    tasks.spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+    });
+    Ok(())
+}
+
 /// Runs a node until `shutdown` completes: migrates the database, serves the APIs on the
 /// given listeners (when the API role is on), and runs the delivery engine (when the worker
 /// role is on). On shutdown the listeners stop accepting, calls in flight get the configured
@@ -118,35 +136,17 @@ pub async fn run_with_clock(
             })
             .nest("/hooks", hooks.router())
             .layer(layers.clone());
-            tracing::info!(addr = %listener.local_addr()?, "native API listening");
-            let token = token.clone();
-            tasks.spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(token.cancelled_owned())
-                    .await
-            });
+            serve_on(&mut tasks, listener, app, &token, "native API")?;
         }
         if let Some(listener) = listeners.hammer {
             let app = compat::hammer::router(webhooks.clone(), config.hammer.clone())
                 .layer(layers.clone());
-            tracing::info!(addr = %listener.local_addr()?, "hammer surface listening");
-            let token = token.clone();
-            tasks.spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(token.cancelled_owned())
-                    .await
-            });
+            serve_on(&mut tasks, listener, app, &token, "hammer surface")?;
         }
         if let Some(listener) = listeners.gorooster {
             let app =
                 compat::gorooster::router(jobs.clone(), config.gorooster.clone()).layer(layers);
-            tracing::info!(addr = %listener.local_addr()?, "gorooster surface listening");
-            let token = token.clone();
-            tasks.spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(token.cancelled_owned())
-                    .await
-            });
+            serve_on(&mut tasks, listener, app, &token, "gorooster surface")?;
         }
     }
     let mut result = Ok(());
