@@ -1,8 +1,6 @@
 //! Runtime configuration of a Herald node, independent of where it came from (flags,
 //! `HERALD_*` variables, `.env`, or a test).
 
-use std::time::Duration;
-
 use crate::engine::EngineConfig;
 use crate::jobs::Limits;
 use crate::store::Database;
@@ -102,24 +100,9 @@ impl Config {
         }
     }
 
-    pub fn postgres(url: impl Into<String>) -> Self {
-        Config {
-            database: Database::Postgres {
-                url: url.into(),
-                max_connections: 16,
-            },
-            ..Config::sqlite(".")
-        }
-    }
-
     /// Largest request body the HTTP surfaces read: room for a maximal target body after
     /// JSON or base64 encoding.
     pub fn max_request_bytes(&self) -> usize {
         self.limits.max_body_bytes * 2 + 64 * 1024
-    }
-
-    pub fn with_shutdown_grace(mut self, d: Duration) -> Self {
-        self.engine.shutdown_grace = d;
-        self
     }
 }

@@ -78,16 +78,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    run_with_clock(config, listeners, shutdown, Arc::new(SystemClock)).await
-}
-
-/// [`run`] with an injected clock.
-pub async fn run_with_clock(
-    config: Config,
-    listeners: Listeners,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    clock: Arc<dyn Clock>,
-) -> Result<(), RunError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = store::connect(&config.database).await?;
     tracing::info!(backend = store.backend(), "database ready");
     let waker = Waker::default();

@@ -96,10 +96,6 @@ impl Engine {
         }))
     }
 
-    pub fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
     /// Runs the dispatcher until `shutdown` fires, then drains: calls in flight get
     /// `shutdown_grace` to finish, and the leases of any still running are given back.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
