@@ -5,6 +5,12 @@ use crate::domain::Millis;
 
 pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> Millis;
+
+    /// Microseconds since the epoch: the engine waits for a due time with this, since a
+    /// wait computed from whole milliseconds can be up to one late for nothing.
+    fn now_us(&self) -> i64 {
+        self.now_ms() * 1_000
+    }
 }
 
 /// Wall-clock time. Due times are wall-clock instants, so this is what production uses.
@@ -14,5 +20,9 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now_ms(&self) -> Millis {
         jiff::Timestamp::now().as_millisecond()
+    }
+
+    fn now_us(&self) -> i64 {
+        jiff::Timestamp::now().as_microsecond()
     }
 }

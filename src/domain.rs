@@ -443,6 +443,38 @@ pub struct NewJob {
     pub fingerprint: String,
 }
 
+impl NewJob {
+    /// The row a plain insert stores, as reading it back would give it: the stores build
+    /// their answer from this instead of a `RETURNING` of every column.
+    pub fn stored(&self, now: Millis) -> Job {
+        Job {
+            id: self.id,
+            namespace: self.namespace.clone(),
+            key: self.key.clone(),
+            state: JobState::Scheduled,
+            target: self.target.clone(),
+            retry: self.retry.clone(),
+            timeout_ms: self.timeout_ms,
+            success: self.success.clone(),
+            follow_redirects: self.follow_redirects,
+            deliver_at: self.deliver_at,
+            next_attempt_at: Some(self.deliver_at),
+            attempts: 0,
+            run_base: 0,
+            lease_owner: None,
+            last_status: None,
+            last_error: None,
+            last_attempt_at: None,
+            meta: self.meta.clone(),
+            fingerprint: self.fingerprint.clone(),
+            version: 0,
+            created_at: now,
+            updated_at: now,
+            origin: None,
+        }
+    }
+}
+
 /// A stored job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {

@@ -143,7 +143,7 @@ impl JobService {
             .await?
         {
             Inserted::Created(job) => {
-                self.waker.wake();
+                self.waker.wake_for(job.deliver_at);
                 Ok(Created {
                     job,
                     existed: false,
@@ -215,7 +215,9 @@ impl JobService {
             let now = self.now();
             f(&mut job, now);
             if let Some(saved) = self.store.save_job(&job, from, now).await? {
-                self.waker.wake();
+                if let Some(due) = saved.next_attempt_at {
+                    self.waker.wake_for(due);
+                }
                 return Ok(saved);
             }
         }

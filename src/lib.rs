@@ -81,7 +81,7 @@ pub async fn run(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = store::connect(&config.database).await?;
     tracing::info!(backend = store.backend(), "database ready");
-    let waker = Waker::default();
+    let waker = Waker::new(config.engine.claim_ahead_ms);
     let jobs = JobService::new(
         store.clone(),
         clock.clone(),

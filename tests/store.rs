@@ -107,7 +107,7 @@ both_stores! {
             ids.insert(j.id);
         }
         assert_eq!(ids.len(), 300);
-        let claimed = s.claim_due(1_000, 1_000, "n", 0).await.unwrap();
+        let claimed = s.claim_due(1_000, 1_000, 1_000, "n", 0).await.unwrap();
         assert_eq!(claimed.len(), 300);
     }
 
@@ -132,16 +132,18 @@ both_stores! {
         let Inserted::Created(due) = s.insert_job(&new_job(None, "f", 100), 0, false).await.unwrap() else { panic!() };
         s.insert_job(&new_job(None, "f", 10_000), 0, false).await.unwrap();
         assert_eq!(s.next_due_at().await.unwrap(), Some(100));
-        assert!(s.claim_due(99, 10, "a", 0).await.unwrap().is_empty());
-        let got = s.claim_due(100, 10, "a", 500).await.unwrap();
+        assert!(s.claim_due(99, 99, 10, "a", 0).await.unwrap().is_empty());
+        let got = s.claim_due(100, 100, 10, "a", 500).await.unwrap();
         assert_eq!(got.len(), 1);
-        let claimed = &got[0];
+        assert_eq!(got[0].fire_at, 100);
+        let claimed = &got[0].job;
         assert_eq!((claimed.id, claimed.state, claimed.attempts), (due.id, JobState::InFlight, 1));
         // Lease = now + timeout (1 000) + grace (500).
         assert_eq!(claimed.next_attempt_at, Some(1_600));
-        assert!(s.claim_due(1_599, 10, "b", 500).await.unwrap().is_empty());
+        assert!(s.claim_due(1_599, 1_599, 10, "b", 500).await.unwrap().is_empty());
         // After expiry another node reclaims it under the same attempt number.
-        let again = s.claim_due(1_600, 10, "b", 500).await.unwrap();
+        let again = s.claim_due(1_600, 1_600, 10, "b", 500).await.unwrap();
+        let again: Vec<_> = again.into_iter().map(|c| c.job).collect();
         assert_eq!((again.len(), again[0].attempts, again[0].lease_owner.as_deref()), (1, 1, Some("b")));
         // The first owner's late record does not move the job; the new owner's does.
         assert!(!s.record_attempt(&record(claimed, "a", JobState::Succeeded, 1_700), claimed.version).await.unwrap());
@@ -163,7 +165,7 @@ both_stores! {
         // A second writer holding the old version loses.
         assert!(s.save_job(&changed, JobState::Scheduled, 2).await.unwrap().is_none());
         // A claim bumps the version, so a change read before it loses too.
-        let claimed = s.claim_due(5_000, 10, "a", 0).await.unwrap();
+        let claimed = s.claim_due(5_000, 5_000, 10, "a", 0).await.unwrap();
         assert_eq!(claimed.len(), 1);
         assert!(s.save_job(&saved, JobState::Scheduled, 3).await.unwrap().is_none());
     }
@@ -171,10 +173,92 @@ both_stores! {
     async fn release_gives_leases_back(b: Backend) {
         let (s, _db) = store(b).await;
         let Inserted::Created(job) = s.insert_job(&new_job(None, "f", 0), 0, false).await.unwrap() else { panic!() };
-        s.claim_due(0, 10, "a", 60_000).await.unwrap();
+        s.claim_due(0, 0, 10, "a", 60_000).await.unwrap();
         assert_eq!(s.release_leases("other", 10).await.unwrap(), 0);
         assert_eq!(s.release_leases("a", 10).await.unwrap(), 1);
         let j = s.get_job("ns", job.id).await.unwrap().unwrap();
         assert_eq!((j.state, j.attempts, j.next_attempt_at), (JobState::Scheduled, 0, Some(10)));
+    }
+
+    async fn a_created_job_reads_back_as_the_insert_answered(b: Backend) {
+        let (s, _db) = store(b).await;
+        let mut plain = new_job(None, "p", 1_000);
+        plain.target.body = Body::Text("héllo".into());
+        plain.meta = Some(serde_json::json!({"m": [1, 2.5, null]}));
+        plain.retry = RetryPolicy::Schedule { delays_ms: vec![10, 20] };
+        let mut binary = new_job(None, "b", 1_000);
+        binary.target.body = Body::Binary(vec![0, 159, 146, 150]);
+        let mut empty = new_job(None, "e", 1_000);
+        empty.target.body = Body::None;
+        let batch: Vec<_> = [plain, binary, empty, new_job(Some("k"), "k", 1_000)]
+            .into_iter()
+            .map(|job| herald::store::NewJobInsert { job, now: 7, free_finished_key: false })
+            .collect();
+        let out = s.insert_jobs(&batch).await.unwrap();
+        assert_eq!(out.len(), 4);
+        for (item, inserted) in batch.iter().zip(out) {
+            let Inserted::Created(j) = inserted else { panic!("not created") };
+            assert_eq!(j.id, item.job.id, "answers are in request order");
+            assert_eq!(s.get_job("ns", j.id).await.unwrap().unwrap(), j);
+        }
+    }
+
+    async fn records_in_one_batch_move_only_jobs_whose_lease_holds(b: Backend) {
+        let (s, _db) = store(b).await;
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            let Inserted::Created(j) = s.insert_job(&new_job(None, "f", 0), 0, false).await.unwrap() else { panic!() };
+            ids.push(j.id);
+        }
+        let claimed: Vec<_> = s.claim_due(0, 0, 10, "a", 0).await.unwrap().into_iter().map(|c| c.job).collect();
+        assert_eq!(claimed.len(), 5);
+        let mut batch: Vec<_> = claimed
+            .iter()
+            .enumerate()
+            .map(|(i, j)| {
+                let state = if i % 2 == 0 { JobState::Succeeded } else { JobState::Scheduled };
+                (record(j, "a", state, 50), j.version)
+            })
+            .collect();
+        // Two records that lost their lease: another owner, and a stale version.
+        batch[3].0.lease_owner = "someone-else".into();
+        batch[4].1 -= 1;
+        let moved = s.record_attempts(&batch).await.unwrap();
+        assert_eq!(moved, vec![true, true, true, false, false]);
+        let j0 = s.get_job("ns", claimed[0].id).await.unwrap().unwrap();
+        assert_eq!((j0.state, j0.next_attempt_at, j0.last_status, j0.lease_owner), (JobState::Succeeded, None, Some(500), None));
+        let j1 = s.get_job("ns", claimed[1].id).await.unwrap().unwrap();
+        assert_eq!((j1.state, j1.next_attempt_at, j1.last_attempt_at), (JobState::Scheduled, Some(150), Some(50)));
+        for lost in &claimed[3..] {
+            assert_eq!(s.get_job("ns", lost.id).await.unwrap().unwrap().state, JobState::InFlight);
+        }
+        // Every attempt is history, moved or not.
+        for id in ids {
+            assert_eq!(s.list_attempts(id, None, 10).await.unwrap().len(), 1);
+        }
+    }
+
+    async fn claim_ahead_takes_work_due_soon_but_not_unexpired_leases(b: Backend) {
+        let (s, _db) = store(b).await;
+        let Inserted::Created(soon) = s.insert_job(&new_job(None, "f", 120), 0, false).await.unwrap() else { panic!() };
+        s.insert_job(&new_job(None, "f", 200), 0, false).await.unwrap();
+        let got = s.claim_due(100, 150, 10, "a", 500).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].job.id, got[0].fire_at), (soon.id, 120));
+        // The lease runs from the end of the window: 150 + timeout 1 000 + grace 500.
+        assert_eq!(got[0].job.next_attempt_at, Some(1_650));
+        // A window reaching past that lease does not take it before it has expired.
+        assert_eq!(s.claim_due(1_600, 5_000, 10, "b", 500).await.unwrap().len(), 1);
+        let again = s.claim_due(1_650, 5_000, 10, "b", 500).await.unwrap();
+        assert_eq!((again.len(), again[0].job.id, again[0].job.attempts), (1, soon.id, 1));
+    }
+
+    async fn a_lease_given_back_before_its_due_time_keeps_the_due_time(b: Backend) {
+        let (s, _db) = store(b).await;
+        let Inserted::Created(job) = s.insert_job(&new_job(None, "f", 130), 0, false).await.unwrap() else { panic!() };
+        assert_eq!(s.claim_due(100, 150, 10, "a", 0).await.unwrap().len(), 1);
+        assert_eq!(s.release_leases("a", 110).await.unwrap(), 1);
+        let j = s.get_job("ns", job.id).await.unwrap().unwrap();
+        assert_eq!((j.state, j.attempts, j.next_attempt_at), (JobState::Scheduled, 0, Some(130)));
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod http;
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::domain::{Attempt, AttemptOutcome, AttemptRecord, Job, JobState, Millis};
-use crate::store::Store;
+use crate::store::{Claimed, Store};
 use crate::webhooks::signing;
 use http::{CallResult, HttpChannel};
 
@@ -35,6 +36,11 @@ pub struct EngineConfig {
     pub workers: usize,
     /// Most jobs claimed per query.
     pub claim_batch: u32,
+    /// How long before its due time a job may be claimed. The claim's database round trip
+    /// then happens before the due time instead of after it, and the worker waits out the
+    /// rest in memory: fire-time precision no longer depends on how busy the database is.
+    /// A change to a job this close to firing is refused as in flight.
+    pub claim_ahead_ms: i64,
     /// Added to a job's timeout to form its lease: how long after a node dies its calls are
     /// made again elsewhere.
     pub lease_grace_ms: i64,
@@ -51,6 +57,7 @@ impl Default for EngineConfig {
         EngineConfig {
             workers: 64,
             claim_batch: 128,
+            claim_ahead_ms: 20,
             lease_grace_ms: 30_000,
             response_body_limit: 64 * 1024,
             shutdown_grace: Duration::from_secs(30),
@@ -61,12 +68,50 @@ impl Default for EngineConfig {
 
 /// A handle that makes the dispatcher look at the database again. Cheap to clone; every
 /// writer of jobs holds one.
-#[derive(Clone, Default)]
-pub struct Waker(Arc<Notify>);
+#[derive(Clone)]
+pub struct Waker(Arc<WakerState>);
+
+struct WakerState {
+    notify: Notify,
+    /// When the dispatcher will next look on its own, or `i64::MIN` while it is not asleep
+    /// (then every wake-up is kept for it).
+    next_look: AtomicI64,
+    /// The engine's claim-ahead window.
+    ahead_ms: i64,
+}
+
+impl Default for Waker {
+    fn default() -> Self {
+        Waker::new(EngineConfig::default().claim_ahead_ms)
+    }
+}
 
 impl Waker {
+    /// A waker for an engine that claims `claim_ahead_ms` ahead of due times.
+    pub fn new(claim_ahead_ms: i64) -> Self {
+        Waker(Arc::new(WakerState {
+            notify: Notify::new(),
+            next_look: AtomicI64::new(i64::MIN),
+            ahead_ms: claim_ahead_ms.max(0),
+        }))
+    }
+
+    /// Look again now, whatever changed.
     pub fn wake(&self) {
-        self.0.notify_one();
+        self.0.notify.notify_one();
+    }
+
+    /// Work became due at `due` (claimable from `due - ahead`). The dispatcher is woken only
+    /// if its next look would be later than that: a burst of creates due next month must not
+    /// make it query the database once per commit.
+    pub fn wake_for(&self, due: Millis) {
+        if due - self.0.ahead_ms < self.0.next_look.load(Ordering::Acquire) {
+            self.wake();
+        }
+    }
+
+    fn set_next_look(&self, at: Millis) {
+        self.0.next_look.store(at, Ordering::Release);
     }
 }
 
@@ -105,6 +150,9 @@ impl Engine {
         let mut failure_backoff = Duration::from_millis(50);
         tracing::info!(node = %self.node_id, workers = self.config.workers, "engine started");
         loop {
+            // Awake: wake-ups from now on are kept, so none is lost between reading the next
+            // due time and going to sleep.
+            self.waker.set_next_look(i64::MIN);
             while tasks.try_join_next().is_some() {}
             if shutdown.is_cancelled() {
                 break;
@@ -119,9 +167,16 @@ impl Engine {
             }
             let want = (free as u32).min(self.config.claim_batch);
             let now = self.clock.now_ms();
+            let ahead = self.config.claim_ahead_ms.max(0);
             let claimed = match self
                 .store
-                .claim_due(now, want, &self.node_id, self.config.lease_grace_ms)
+                .claim_due(
+                    now,
+                    now + ahead,
+                    want,
+                    &self.node_id,
+                    self.config.lease_grace_ms,
+                )
                 .await
             {
                 Ok(jobs) => jobs,
@@ -137,31 +192,31 @@ impl Engine {
             };
             failure_backoff = Duration::from_millis(50);
             let got = claimed.len() as u32;
-            for job in claimed {
+            for claim in claimed {
                 let permit = permits
                     .clone()
                     .try_acquire_owned()
                     .expect("claims never exceed free permits");
                 let engine = self.clone();
-                tasks.spawn(async move { engine.deliver(job, permit).await });
+                tasks.spawn(async move { engine.deliver(claim, permit).await });
             }
             if got == want {
                 continue; // more may be due right now
             }
             let sleep_ms = match self.store.next_due_at().await {
-                Ok(Some(due)) => (due - self.clock.now_ms()).clamp(0, IDLE_RECHECK_MS),
+                // At least a millisecond: what is due within the window now is either just
+                // claimed or a lease not yet expired, which a claim cannot take before then.
+                Ok(Some(due)) => (due - self.clock.now_ms() - ahead).clamp(1, IDLE_RECHECK_MS),
                 Ok(None) => IDLE_RECHECK_MS,
                 Err(e) => {
                     tracing::warn!(error = %e, "reading next due time failed");
                     1_000
                 }
             };
-            if sleep_ms == 0 {
-                continue;
-            }
+            self.waker.set_next_look(self.clock.now_ms() + sleep_ms);
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(sleep_ms as u64)) => {}
-                _ = self.waker.0.notified() => {}
+                _ = self.waker.0.notify.notified() => {}
                 _ = shutdown.cancelled() => break,
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
@@ -239,7 +294,13 @@ impl Engine {
         ))
     }
 
-    async fn deliver(self: Arc<Self>, job: Job, _permit: OwnedSemaphorePermit) {
+    async fn deliver(self: Arc<Self>, claim: Claimed, _permit: OwnedSemaphorePermit) {
+        let Claimed { job, fire_at } = claim;
+        // Claimed ahead of time: the call is made at its due time, never before.
+        let wait_us = fire_at * 1_000 - self.clock.now_us();
+        if wait_us > 0 {
+            tokio::time::sleep(Duration::from_micros(wait_us as u64)).await;
+        }
         let started_at = self.clock.now_ms();
         let timer = std::time::Instant::now();
         let mut subscription_gone = false;
@@ -318,8 +379,8 @@ impl Engine {
                 }
             }
         }
-        if next_state == JobState::Scheduled {
-            self.waker.wake();
+        if let (JobState::Scheduled, Some(due)) = (next_state, next_attempt_at) {
+            self.waker.wake_for(due);
         }
     }
 }

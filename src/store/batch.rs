@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
-use super::{Inserted, NewJobInsert, Store, StoreError};
+use super::{Claimed, Inserted, NewJobInsert, Store, StoreError};
 use crate::domain::{Attempt, AttemptRecord, Job, JobFilter, JobState, Millis};
 
 const MAX_BATCH: usize = 256;
@@ -173,12 +173,13 @@ impl Store for GroupCommit {
     async fn claim_due(
         &self,
         now: Millis,
+        due_by: Millis,
         limit: u32,
         owner: &str,
         lease_grace_ms: i64,
-    ) -> Result<Vec<Job>, StoreError> {
+    ) -> Result<Vec<Claimed>, StoreError> {
         self.inner
-            .claim_due(now, limit, owner, lease_grace_ms)
+            .claim_due(now, due_by, limit, owner, lease_grace_ms)
             .await
     }
 

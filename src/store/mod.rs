@@ -67,6 +67,13 @@ pub struct NewJobInsert {
     pub free_finished_key: bool,
 }
 
+/// A job taken by a claim, and when its call is due: the worker must not call before then.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub job: Job,
+    pub fire_at: Millis,
+}
+
 /// Result of inserting a job.
 #[derive(Debug)]
 pub enum Inserted {
@@ -138,16 +145,18 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
         now: Millis,
     ) -> Result<Option<Job>, StoreError>;
 
-    /// Claims up to `limit` due jobs for `owner`: scheduled jobs whose time has come and
-    /// in-flight jobs whose lease has expired. Each gets a lease of its timeout plus
-    /// `lease_grace_ms`.
+    /// Claims up to `limit` jobs for `owner`: scheduled jobs due by `due_by` (which may be a
+    /// little after `now`: claim-ahead) and in-flight jobs whose lease has expired by `now`.
+    /// Each gets a lease until `due_by` plus its timeout plus `lease_grace_ms`. The answer is
+    /// in firing order.
     async fn claim_due(
         &self,
         now: Millis,
+        due_by: Millis,
         limit: u32,
         owner: &str,
         lease_grace_ms: i64,
-    ) -> Result<Vec<Job>, StoreError>;
+    ) -> Result<Vec<Claimed>, StoreError>;
 
     /// Records attempts and moves their jobs to their next states, in one transaction. For
     /// each, false if the lease was lost meanwhile (the attempt is kept as history; the job
@@ -167,7 +176,8 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
         Ok(out.first().copied().unwrap_or(false))
     }
 
-    /// Gives back every lease `owner` holds, making those jobs due now (graceful shutdown).
+    /// Gives back every lease `owner` holds (graceful shutdown): those jobs are due again
+    /// now, or when they were due if a claim took them ahead of time.
     async fn release_leases(&self, owner: &str, now: Millis) -> Result<u64, StoreError>;
 
     /// The earliest time anything becomes due (a scheduled attempt or a lease expiry).

@@ -2,6 +2,8 @@
 //! `sql_store!` invocation passes in: the row lock of the claim query and the statement that
 //! tells other nodes about a change. Placeholders are `$N`, which both drivers accept.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -19,6 +21,10 @@ pub(super) const ATTEMPT_COLUMNS: &str =
     "id, job_id, number, started_at, duration_ms, request_method, request_url, \
      request_headers, request_body_bytes, response_status, response_headers, response_body, \
      response_truncated, error, outcome";
+
+/// Most rows in one multi-row `INSERT`: well inside both databases' limits on bound
+/// parameters (SQLite 32,766, PostgreSQL 65,535) at about twenty per row.
+pub(super) const MAX_ROWS_PER_INSERT: usize = 256;
 
 /// The raw column values of a job row, decoded by driver-specific code and turned into a
 /// domain [`Job`] here.
@@ -171,6 +177,73 @@ impl AttemptRow {
     }
 }
 
+/// Where a store's write transactions come from. SQLite allows one writer at a time, so
+/// its transactions take turns on an in-process lock rather than queueing on a one-connection
+/// pool: sqlx tests a connection with a round trip to its thread each time it goes back to
+/// the pool, in a spawned task, and with one connection every write waited for that. With a
+/// spare connection and the turn kept here, the next transaction starts at once.
+pub(super) struct Writer<DB: sqlx::Database> {
+    pub pool: sqlx::Pool<DB>,
+    turn: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl<DB: sqlx::Database> Writer<DB> {
+    /// Transactions run concurrently, as many as the pool has connections (PostgreSQL).
+    pub fn concurrent(pool: sqlx::Pool<DB>) -> Self {
+        Writer { pool, turn: None }
+    }
+
+    /// One transaction at a time, whatever the pool's size (SQLite).
+    pub fn serial(pool: sqlx::Pool<DB>) -> Self {
+        Writer {
+            pool,
+            turn: Some(Arc::new(tokio::sync::Mutex::new(()))),
+        }
+    }
+
+    pub async fn begin(&self, statement: &'static str) -> Result<WriteTx<DB>, StoreError> {
+        let turn = match &self.turn {
+            Some(lock) => Some(lock.clone().lock_owned().await),
+            None => None,
+        };
+        Ok(WriteTx {
+            tx: self.pool.begin_with(statement).await?,
+            _turn: turn,
+        })
+    }
+}
+
+/// A write transaction, holding the writer's turn until it ends. One dropped on an error path
+/// leaves its rollback to sqlx, which runs it when the connection goes back to the pool; the
+/// next writer may briefly wait for SQLite's lock meanwhile (the busy timeout covers it).
+pub(super) struct WriteTx<DB: sqlx::Database> {
+    tx: sqlx::Transaction<'static, DB>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl<DB: sqlx::Database> WriteTx<DB> {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for WriteTx<DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        &self.tx
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for WriteTx<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.tx
+    }
+}
+
 /// Implements [`super::Store`] for a store type with `write` and `read` pools of `$db`.
 macro_rules! sql_store {
     (
@@ -188,7 +261,7 @@ macro_rules! sql_store {
             use uuid::Uuid;
 
             use super::super::sql::*;
-            use super::super::{Inserted, NewJobInsert, Store, StoreError};
+            use super::super::{Claimed, Inserted, NewJobInsert, Store, StoreError};
             use super::*;
             use crate::domain::{
                 Attempt, AttemptRecord, Job, JobFilter, JobState, Millis,
@@ -199,8 +272,8 @@ macro_rules! sql_store {
 
             /// A transaction whose commit waits for the disk: what a client is told was
             /// accepted or changed must survive a power cut.
-            pub(super) async fn durable(pool: &sqlx::Pool<Db>) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
-                Ok(pool.begin_with($durable).await?)
+            pub(super) async fn durable(writer: &Writer<Db>) -> Result<WriteTx<Db>, StoreError> {
+                writer.begin($durable).await
             }
 
             /// A transaction whose commit need not wait for the disk: claims, attempt records
@@ -208,8 +281,8 @@ macro_rules! sql_store {
             /// (the job is still scheduled, or its lease expires), which at-least-once
             /// delivery allows; waiting for an fsync on the firing path would cost
             /// milliseconds of precision on every call.
-            async fn relaxed(pool: &sqlx::Pool<Db>) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
-                Ok(pool.begin_with($relaxed).await?)
+            async fn relaxed(writer: &Writer<Db>) -> Result<WriteTx<Db>, StoreError> {
+                writer.begin($relaxed).await
             }
 
             pub(super) fn job_from_row(r: &DbRow) -> Result<Job, StoreError> {
@@ -304,7 +377,7 @@ macro_rules! sql_store {
             /// if another node commits the same key meanwhile, the unique violation rolls back
             /// only this item, and the winner is read back.
             async fn insert_one(
-                tx: &mut sqlx::Transaction<'static, Db>,
+                tx: &mut WriteTx<Db>,
                 item: &NewJobInsert,
             ) -> Result<Inserted, StoreError> {
                 let job = &item.job;
@@ -373,58 +446,109 @@ macro_rules! sql_store {
                 }
             }
 
-            async fn record_one(
-                tx: &mut sqlx::Transaction<'static, Db>,
-                rec: &AttemptRecord,
-                claimed_version: i64,
-            ) -> Result<bool, StoreError> {
-                let a = &rec.attempt;
-                let sql = format!(
-                    "INSERT INTO attempts ({ATTEMPT_COLUMNS}) VALUES \
-                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            /// Inserts jobs without keys in one multi-row statement. Nothing is read back:
+            /// such a row is exactly [`crate::domain::NewJob::stored`].
+            async fn insert_plain<'a>(
+                tx: &mut WriteTx<Db>,
+                items: impl ExactSizeIterator<Item = &'a NewJobInsert>,
+            ) -> Result<(), StoreError> {
+                let rows = items.len();
+                let mut q = QueryBuilder::<Db>::new(
+                    "INSERT INTO jobs (id, namespace, key, state, method, url, headers, body_kind, body, \
+                     retry, timeout_ms, success_codes, follow_redirects, deliver_at, next_attempt_at, \
+                     attempts, run_base, meta, fingerprint, version, created_at, updated_at) ",
                 );
-                sqlx::query(&sql)
-                    .bind(a.id.to_string())
-                    .bind(a.job_id.to_string())
-                    .bind(a.number as i64)
-                    .bind(a.started_at)
-                    .bind(a.duration_ms)
-                    .bind(&a.request_method)
-                    .bind(&a.request_url)
-                    .bind(encode_headers(&a.request_headers))
-                    .bind(a.request_body_bytes)
-                    .bind(a.response_status.map(i64::from))
-                    .bind(encode_headers(&a.response_headers))
-                    .bind(&a.response_body)
-                    .bind(a.response_truncated)
-                    .bind(&a.error)
-                    .bind(a.outcome.as_str())
-                    .execute(&mut **tx)
-                    .await?;
-                // The attempt is history either way; the job moves only if the lease is
-                // still ours (same owner, same version since the claim).
-                let updated = sqlx::query(
-                    "UPDATE jobs SET state = $1, next_attempt_at = $2, lease_owner = NULL, \
-                     last_status = $3, last_error = $4, last_attempt_at = $5, \
-                     version = version + 1, updated_at = $6 \
-                     WHERE id = $7 AND lease_owner = $8 AND version = $9 AND state = 'in_flight'",
-                )
-                .bind(rec.next_state.as_str())
-                .bind(rec.next_attempt_at)
-                .bind(a.response_status.map(i64::from))
-                .bind(&a.error)
-                .bind(a.started_at)
-                .bind(rec.finished_at)
-                .bind(a.job_id.to_string())
-                .bind(&rec.lease_owner)
-                .bind(claimed_version)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected();
-                if let (1, Some(sub)) = (updated, &rec.unsubscribe) {
-                    super::webhook_impl::remove_subscription(tx, sub, rec.finished_at).await?;
-                }
-                Ok(updated == 1)
+                q.push_values(items, |mut b, item| {
+                    let job = &item.job;
+                    b.push_bind(job.id.to_string())
+                        .push_bind(job.namespace.clone())
+                        .push("NULL")
+                        .push("'scheduled'")
+                        .push_bind(job.target.method.clone())
+                        .push_bind(job.target.url.clone())
+                        .push_bind(encode_headers(&job.target.headers))
+                        .push_bind(job.target.body.kind())
+                        .push_bind(job.target.body.to_bytes())
+                        .push_bind(encode_retry(&job.retry))
+                        .push_bind(job.timeout_ms)
+                        .push_bind(job.success.encode())
+                        .push_bind(job.follow_redirects)
+                        .push_bind(job.deliver_at)
+                        .push_bind(job.deliver_at)
+                        .push("0")
+                        .push("0")
+                        .push_bind(encode_meta(&job.meta))
+                        .push_bind(job.fingerprint.clone())
+                        .push("0")
+                        .push_bind(item.now)
+                        .push_bind(item.now);
+                });
+                // Batch sizes vary; caching a prepared statement for each would only churn
+                // the cache.
+                q.build().persistent(rows == 1).execute(&mut **tx).await?;
+                Ok(())
+            }
+
+            /// The attempts of a batch, as one statement. An attempt is history whether or not
+            /// its job still moves.
+            async fn insert_attempts(
+                tx: &mut WriteTx<Db>,
+                batch: &[(AttemptRecord, i64)],
+            ) -> Result<(), StoreError> {
+                let mut q = QueryBuilder::<Db>::new(format!("INSERT INTO attempts ({ATTEMPT_COLUMNS}) "));
+                q.push_values(batch, |mut b, (rec, _)| {
+                    let a = &rec.attempt;
+                    b.push_bind(a.id.to_string())
+                        .push_bind(a.job_id.to_string())
+                        .push_bind(a.number as i64)
+                        .push_bind(a.started_at)
+                        .push_bind(a.duration_ms)
+                        .push_bind(a.request_method.clone())
+                        .push_bind(a.request_url.clone())
+                        .push_bind(encode_headers(&a.request_headers))
+                        .push_bind(a.request_body_bytes)
+                        .push_bind(a.response_status.map(i64::from))
+                        .push_bind(encode_headers(&a.response_headers))
+                        .push_bind(a.response_body.clone())
+                        .push_bind(a.response_truncated)
+                        .push_bind(a.error.clone())
+                        .push_bind(a.outcome.as_str());
+                });
+                q.build().persistent(batch.len() == 1).execute(&mut **tx).await?;
+                Ok(())
+            }
+
+            /// Moves each recorded job to its next state if the lease is still ours (same
+            /// owner, same version since the claim), in one statement; returns the ids of the
+            /// jobs that moved. A job whose lease was lost is left to its new owner.
+            async fn move_recorded_jobs(
+                tx: &mut WriteTx<Db>,
+                batch: &[(AttemptRecord, i64)],
+            ) -> Result<Vec<String>, StoreError> {
+                // Both dialects name the columns of an unaliased VALUES list column1, column2…
+                let mut q = QueryBuilder::<Db>::new(
+                    "UPDATE jobs SET state = v.column2, next_attempt_at = v.column3, lease_owner = NULL, \
+                     last_status = v.column4, last_error = v.column5, last_attempt_at = v.column6, \
+                     version = jobs.version + 1, updated_at = v.column7 FROM (",
+                );
+                q.push_values(batch, |mut b, (rec, claimed_version)| {
+                    let a = &rec.attempt;
+                    b.push_bind(a.job_id.to_string())
+                        .push_bind(rec.next_state.as_str())
+                        .push_bind(rec.next_attempt_at)
+                        .push_bind(a.response_status.map(i64::from))
+                        .push_bind(a.error.clone())
+                        .push_bind(a.started_at)
+                        .push_bind(rec.finished_at)
+                        .push_bind(rec.lease_owner.clone())
+                        .push_bind(*claimed_version);
+                });
+                q.push(
+                    ") AS v WHERE jobs.id = v.column1 AND jobs.lease_owner = v.column8 \
+                     AND jobs.version = v.column9 AND jobs.state = 'in_flight' RETURNING jobs.id",
+                );
+                let rows = q.build().persistent(batch.len() == 1).fetch_all(&mut **tx).await?;
+                rows.iter().map(|r| Ok(r.try_get::<String, _>(0)?)).collect()
             }
 
             #[async_trait]
@@ -434,7 +558,7 @@ macro_rules! sql_store {
                 }
 
                 async fn ping(&self) -> Result<(), StoreError> {
-                    sqlx::query("SELECT 1").execute(&self.write).await?;
+                    sqlx::query("SELECT 1").execute(&self.read).await?;
                     Ok(())
                 }
 
@@ -443,13 +567,28 @@ macro_rules! sql_store {
                     batch: &[NewJobInsert],
                 ) -> Result<Vec<Inserted>, StoreError> {
                     let mut tx = durable(&self.write).await?;
-                    let mut out = Vec::with_capacity(batch.len());
+                    let mut out: Vec<Option<Inserted>> = batch.iter().map(|_| None).collect();
                     let mut due_soon = false;
-                    for item in batch {
-                        let outcome = insert_one(&mut tx, item).await?;
+                    // Jobs without a key cannot conflict with anything, so they go in as one
+                    // statement per chunk: per-statement overhead, not the rows, is what a
+                    // busy batch is made of.
+                    let plain: Vec<usize> =
+                        (0..batch.len()).filter(|&i| batch[i].job.key.is_none()).collect();
+                    for chunk in plain.chunks(MAX_ROWS_PER_INSERT) {
+                        insert_plain(&mut tx, chunk.iter().map(|&i| &batch[i])).await?;
+                        for &i in chunk {
+                            out[i] = Some(Inserted::Created(batch[i].job.stored(batch[i].now)));
+                        }
+                    }
+                    for (i, item) in batch.iter().enumerate() {
+                        if item.job.key.is_some() {
+                            out[i] = Some(insert_one(&mut tx, item).await?);
+                        }
+                    }
+                    let out: Vec<Inserted> = out.into_iter().flatten().collect();
+                    for (item, outcome) in batch.iter().zip(&out) {
                         due_soon |= matches!(outcome, Inserted::Created(_))
                             && item.job.deliver_at <= item.now + super::super::WAKE_HORIZON_MS;
-                        out.push(outcome);
                     }
                     if due_soon {
                         notify_others(&mut *tx).await?;
@@ -553,22 +692,27 @@ macro_rules! sql_store {
                 async fn claim_due(
                     &self,
                     now: Millis,
+                    due_by: Millis,
                     limit: u32,
                     owner: &str,
                     lease_grace_ms: i64,
-                ) -> Result<Vec<Job>, StoreError> {
+                ) -> Result<Vec<Claimed>, StoreError> {
                     // An expired lease is reclaimed without counting a new attempt: the lost
                     // attempt never finished, so it is made again under the same number.
+                    // `fire_at` keeps the due time the claim moves out of `next_attempt_at`
+                    // (both dialects evaluate SET against the row as it was).
                     let sql = format!(
                         "UPDATE jobs SET \
                            attempts = CASE WHEN state = 'scheduled' THEN attempts + 1 ELSE attempts END, \
+                           fire_at = next_attempt_at, \
                            state = 'in_flight', lease_owner = $1, \
-                           next_attempt_at = $2 + timeout_ms + $3, \
+                           next_attempt_at = $5 + timeout_ms + $3, \
                            version = version + 1, updated_at = $2 \
                          WHERE id IN (SELECT id FROM jobs \
-                           WHERE state IN ('scheduled', 'in_flight') AND next_attempt_at <= $2 \
+                           WHERE state IN ('scheduled', 'in_flight') AND next_attempt_at <= $5 \
+                             AND (state = 'scheduled' OR next_attempt_at <= $2) \
                            ORDER BY next_attempt_at LIMIT $4{}) \
-                         RETURNING {JOB_COLUMNS}",
+                         RETURNING {JOB_COLUMNS}, fire_at",
                         $lock
                     );
                     let mut tx = relaxed(&self.write).await?;
@@ -577,12 +721,21 @@ macro_rules! sql_store {
                         .bind(now)
                         .bind(lease_grace_ms)
                         .bind(limit as i64)
+                        .bind(due_by.max(now))
                         .fetch_all(&mut *tx)
                         .await?;
                     tx.commit().await?;
-                    let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
-                    jobs.sort_by_key(|j| (j.deliver_at, j.id));
-                    Ok(jobs)
+                    let mut claimed = rows
+                        .iter()
+                        .map(|r| {
+                            Ok(Claimed {
+                                job: job_from_row(r)?,
+                                fire_at: r.try_get::<Option<i64>, _>("fire_at")?.unwrap_or(now),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, StoreError>>()?;
+                    claimed.sort_by_key(|c| (c.fire_at, c.job.id));
+                    Ok(claimed)
                 }
 
                 async fn record_attempts(
@@ -590,10 +743,18 @@ macro_rules! sql_store {
                     batch: &[(AttemptRecord, i64)],
                 ) -> Result<Vec<bool>, StoreError> {
                     let mut tx = relaxed(&self.write).await?;
+                    let mut moved = std::collections::HashSet::new();
+                    for chunk in batch.chunks(MAX_ROWS_PER_INSERT) {
+                        insert_attempts(&mut tx, chunk).await?;
+                        moved.extend(move_recorded_jobs(&mut tx, chunk).await?);
+                    }
                     let mut out = Vec::with_capacity(batch.len());
                     let mut rescheduled = false;
-                    for (rec, claimed_version) in batch {
-                        let updated = record_one(&mut tx, rec, *claimed_version).await?;
+                    for (rec, _) in batch {
+                        let updated = moved.contains(&rec.attempt.job_id.to_string());
+                        if let (true, Some(sub)) = (updated, &rec.unsubscribe) {
+                            super::webhook_impl::remove_subscription(&mut tx, sub, rec.finished_at).await?;
+                        }
                         rescheduled |= updated && rec.next_state == JobState::Scheduled;
                         out.push(updated);
                     }
@@ -608,7 +769,8 @@ macro_rules! sql_store {
                     // The interrupted attempt is given back: its number will be used again.
                     let mut tx = relaxed(&self.write).await?;
                     let n = sqlx::query(
-                        "UPDATE jobs SET state = 'scheduled', next_attempt_at = $1, lease_owner = NULL, \
+                        "UPDATE jobs SET state = 'scheduled', lease_owner = NULL, \
+                         next_attempt_at = CASE WHEN fire_at > $1 THEN fire_at ELSE $1 END, \
                          attempts = attempts - 1, version = version + 1, updated_at = $1 \
                          WHERE lease_owner = $2 AND state = 'in_flight'",
                     )

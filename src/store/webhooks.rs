@@ -323,7 +323,7 @@ macro_rules! webhook_store {
             /// Cancels a subscription's waiting deliveries and deletes it. Shared by the API's
             /// delete and by the engine when a target answers `410 Gone`.
             pub(in super::super) async fn remove_subscription(
-                tx: &mut sqlx::Transaction<'_, Db>,
+                tx: &mut super::super::sql::WriteTx<Db>,
                 id: &str,
                 now: Millis,
             ) -> Result<bool, StoreError> {

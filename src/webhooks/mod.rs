@@ -464,7 +464,7 @@ impl WebhookService {
         match self.store().publish(&msg, self.now()).await? {
             Published::Created(message, deliveries) => {
                 if !deliveries.is_empty() {
-                    self.waker.wake();
+                    self.waker.wake_for(message.deliver_at);
                 }
                 Ok(PublishOutcome {
                     message,
