@@ -157,12 +157,33 @@ impl Engine {
             if shutdown.is_cancelled() {
                 break;
             }
+            // Nearly every worker busy: let a few more calls finish (for at most a
+            // millisecond) so that the next claim takes a batch, instead of one claim
+            // transaction per finished call.
+            let low = (self.config.workers / 8).max(1);
+            if permits.available_permits() < low {
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(1);
+                let mut stop = false;
+                loop {
+                    let free = permits.available_permits();
+                    if free >= low {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tasks.join_next(), if !tasks.is_empty() => {}
+                        _ = tokio::time::sleep_until(deadline), if free > 0 => break,
+                        _ = shutdown.cancelled() => {
+                            stop = true;
+                            break;
+                        }
+                    }
+                }
+                if stop {
+                    break;
+                }
+            }
             let free = permits.available_permits();
             if free == 0 {
-                tokio::select! {
-                    _ = tasks.join_next() => {}
-                    _ = shutdown.cancelled() => break,
-                }
                 continue;
             }
             let want = (free as u32).min(self.config.claim_batch);
