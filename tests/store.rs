@@ -261,4 +261,41 @@ both_stores! {
         let j = s.get_job("ns", job.id).await.unwrap().unwrap();
         assert_eq!((j.state, j.attempts, j.next_attempt_at), (JobState::Scheduled, 0, Some(130)));
     }
+
+    async fn one_bad_write_in_a_group_commit_batch_fails_alone(b: Backend) {
+        let (s, _db) = store(b).await;
+        let Inserted::Created(job) = s.insert_job(&new_job(None, "f", 0), 0, false).await.unwrap() else { panic!() };
+        let claimed = s.claim_due(0, 0, 10, "a", 0).await.unwrap().remove(0).job;
+        // An attempt of a job that does not exist breaks the attempts foreign key.
+        let mut ghost = claimed.clone();
+        ghost.id = Uuid::now_v7();
+        let mut tasks = Vec::new();
+        for _ in 0..30 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move { s.insert_job(&new_job(None, "f", 10_000), 0, false).await.is_ok() }));
+        }
+        let bad = { let s = s.clone(); tokio::spawn(async move { s.record_attempt(&record(&ghost, "a", JobState::Succeeded, 5), 1).await }) };
+        let good = { let s = s.clone(); let c = claimed.clone(); tokio::spawn(async move { s.record_attempt(&record(&c, "a", JobState::Succeeded, 5), c.version).await }) };
+        for t in tasks {
+            assert!(t.await.unwrap(), "a create failed with its batch");
+        }
+        assert!(bad.await.unwrap().is_err());
+        assert!(good.await.unwrap().unwrap());
+        assert_eq!(s.get_job("ns", job.id).await.unwrap().unwrap().state, JobState::Succeeded);
+    }
+
+    async fn inserts_and_records_commit_together(b: Backend) {
+        let (s, _db) = store(b).await;
+        s.insert_job(&new_job(None, "f", 0), 0, false).await.unwrap();
+        let claimed = s.claim_due(0, 0, 10, "a", 0).await.unwrap().remove(0).job;
+        let fresh = herald::store::NewJobInsert { job: new_job(None, "g", 500), now: 1, free_finished_key: false };
+        let (created, moved) = s
+            .write_batch(std::slice::from_ref(&fresh), &[(record(&claimed, "a", JobState::Succeeded, 5), claimed.version)])
+            .await
+            .unwrap();
+        assert!(matches!(created.as_slice(), [Inserted::Created(j)] if j.id == fresh.job.id));
+        assert_eq!(moved, vec![true]);
+        assert_eq!(s.get_job("ns", claimed.id).await.unwrap().unwrap().state, JobState::Succeeded);
+        assert_eq!(s.next_due_at().await.unwrap(), Some(500));
+    }
 }

@@ -1,13 +1,13 @@
 //! Group commit. Concurrent job inserts and attempt records are queued and written by a few
-//! writer tasks, each taking everything queued (up to a cap) into one transaction: one
-//! commit — one fsync — for many requests. Under light load a batch is a single item, so
-//! this adds no waiting; under heavy load it is what keeps durable writes from being the
-//! ceiling. Every caller still gets its own answer only after its transaction committed.
+//! writer tasks, each taking everything queued (up to a cap), both kinds together, into one
+//! transaction: one commit — one fsync — for many requests. Under light load a batch is a
+//! single item, so this adds no waiting; under heavy load it is what keeps durable writes
+//! from being the ceiling. Every caller still gets its own answer only after its
+//! transaction committed.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
@@ -17,104 +17,112 @@ use crate::domain::{Attempt, AttemptRecord, Job, JobFilter, JobState, Millis};
 const MAX_BATCH: usize = 256;
 const QUEUE: usize = 4096;
 
-struct Pending<I, O> {
-    item: I,
-    reply: oneshot::Sender<Result<O, StoreError>>,
-}
+type Reply<O> = oneshot::Sender<Result<O, StoreError>>;
 
-type Runner<I, O> =
-    Arc<dyn Fn(Vec<I>) -> BoxFuture<'static, Result<Vec<O>, StoreError>> + Send + Sync>;
+/// One queued write and where its answer goes.
+enum Op {
+    Insert(NewJobInsert, Reply<Inserted>),
+    Record((AttemptRecord, i64), Reply<bool>),
+}
 
 pub struct GroupCommit {
     pub(super) inner: Arc<dyn Store>,
-    inserts: mpsc::Sender<Pending<NewJobInsert, Inserted>>,
-    records: mpsc::Sender<Pending<(AttemptRecord, i64), bool>>,
+    queue: mpsc::Sender<Op>,
 }
 
 impl GroupCommit {
-    /// Wraps `inner` with `writers` writer tasks per kind of write (one is right for SQLite,
-    /// whose writes are serial anyway; a few let PostgreSQL commit in parallel).
+    /// Wraps `inner` with `writers` writer tasks (one is right for SQLite, whose writes are
+    /// serial anyway; a few let PostgreSQL commit in parallel).
     pub fn new(inner: Arc<dyn Store>, writers: usize) -> GroupCommit {
-        let (itx, irx) = mpsc::channel(QUEUE);
-        let (rtx, rrx) = mpsc::channel(QUEUE);
-        let irx = Arc::new(Mutex::new(irx));
-        let rrx = Arc::new(Mutex::new(rrx));
-        let store = inner.clone();
-        let insert_runner: Runner<NewJobInsert, Inserted> = Arc::new(move |items| {
-            let store = store.clone();
-            Box::pin(async move { store.insert_jobs(&items).await })
-        });
-        let store = inner.clone();
-        let record_runner: Runner<(AttemptRecord, i64), bool> = Arc::new(move |items| {
-            let store = store.clone();
-            Box::pin(async move { store.record_attempts(&items).await })
-        });
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
         for _ in 0..writers.max(1) {
-            tokio::spawn(writer(irx.clone(), insert_runner.clone()));
-            tokio::spawn(writer(rrx.clone(), record_runner.clone()));
+            tokio::spawn(writer(rx.clone(), inner.clone()));
         }
-        GroupCommit {
-            inner,
-            inserts: itx,
-            records: rtx,
-        }
+        GroupCommit { inner, queue: tx }
     }
 }
 
-async fn writer<I, O>(rx: Arc<Mutex<mpsc::Receiver<Pending<I, O>>>>, run: Runner<I, O>)
-where
-    I: Clone + Send + 'static,
-    O: Send + 'static,
-{
+async fn writer(rx: Arc<Mutex<mpsc::Receiver<Op>>>, store: Arc<dyn Store>) {
     loop {
-        let mut batch = Vec::new();
+        let mut ops = Vec::new();
         {
             let mut rx = rx.lock().await;
             match rx.recv().await {
-                Some(p) => batch.push(p),
+                Some(op) => ops.push(op),
                 None => return,
             }
-            while batch.len() < MAX_BATCH {
+            while ops.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(p) => batch.push(p),
+                    Ok(op) => ops.push(op),
                     Err(_) => break,
                 }
             }
         }
-        let items: Vec<I> = batch.iter().map(|p| p.item.clone()).collect();
-        match run(items).await {
-            Ok(outs) if outs.len() == batch.len() => {
-                for (p, o) in batch.into_iter().zip(outs) {
-                    let _ = p.reply.send(Ok(o));
+        let (mut inserts, mut insert_replies) = (Vec::new(), Vec::new());
+        let (mut records, mut record_replies) = (Vec::new(), Vec::new());
+        for op in ops {
+            match op {
+                Op::Insert(item, reply) => {
+                    inserts.push(item);
+                    insert_replies.push(reply);
+                }
+                Op::Record(item, reply) => {
+                    records.push(item);
+                    record_replies.push(reply);
                 }
             }
-            result => {
+        }
+        let single = inserts.len() + records.len() == 1;
+        match store.write_batch(&inserts, &records).await {
+            Ok((ins, recs)) if ins.len() == inserts.len() && recs.len() == records.len() => {
+                for (reply, o) in insert_replies.into_iter().zip(ins) {
+                    let _ = reply.send(Ok(o));
+                }
+                for (reply, o) in record_replies.into_iter().zip(recs) {
+                    let _ = reply.send(Ok(o));
+                }
+            }
+            Err(e) if single => {
+                if let Some(reply) = insert_replies.pop() {
+                    let _ = reply.send(Err(e));
+                } else if let Some(reply) = record_replies.pop() {
+                    let _ = reply.send(Err(e));
+                }
+            }
+            _ => {
                 // Nothing of the batch was committed. Retry each item on its own so that one
                 // bad item cannot fail its neighbours and every caller gets its own error.
-                if batch.len() == 1 {
-                    let p = batch.pop().expect("one item");
-                    let _ = p.reply.send(result.and_then(|mut v| {
-                        v.pop()
-                            .ok_or_else(|| StoreError::Corrupt("empty batch result".into()))
-                    }));
-                    continue;
+                for (item, reply) in inserts.into_iter().zip(insert_replies) {
+                    let r = store
+                        .write_batch(std::slice::from_ref(&item), &[])
+                        .await
+                        .and_then(|(mut v, _)| v.pop().ok_or_else(empty));
+                    let _ = reply.send(r);
                 }
-                for p in batch {
-                    let r = run(vec![p.item.clone()]).await.and_then(|mut v| {
-                        v.pop()
-                            .ok_or_else(|| StoreError::Corrupt("empty batch result".into()))
-                    });
-                    let _ = p.reply.send(r);
+                for (item, reply) in records.into_iter().zip(record_replies) {
+                    let r = store
+                        .write_batch(&[], std::slice::from_ref(&item))
+                        .await
+                        .and_then(|(_, mut v)| v.pop().ok_or_else(empty));
+                    let _ = reply.send(r);
                 }
             }
         }
     }
 }
 
-async fn submit<I, O>(queue: &mpsc::Sender<Pending<I, O>>, item: I) -> Result<O, StoreError> {
+fn empty() -> StoreError {
+    StoreError::Corrupt("empty batch result".into())
+}
+
+async fn submit<O>(
+    queue: &mpsc::Sender<Op>,
+    op: impl FnOnce(Reply<O>) -> Op,
+) -> Result<O, StoreError> {
     let (reply, rx) = oneshot::channel();
     queue
-        .send(Pending { item, reply })
+        .send(op(reply))
         .await
         .map_err(|_| StoreError::Corrupt("group-commit writer stopped".into()))?;
     rx.await
@@ -131,8 +139,12 @@ impl Store for GroupCommit {
         self.inner.ping().await
     }
 
-    async fn insert_jobs(&self, batch: &[NewJobInsert]) -> Result<Vec<Inserted>, StoreError> {
-        self.inner.insert_jobs(batch).await
+    async fn write_batch(
+        &self,
+        inserts: &[NewJobInsert],
+        records: &[(AttemptRecord, i64)],
+    ) -> Result<(Vec<Inserted>, Vec<bool>), StoreError> {
+        self.inner.write_batch(inserts, records).await
     }
 
     async fn insert_job(
@@ -146,7 +158,7 @@ impl Store for GroupCommit {
             now,
             free_finished_key,
         };
-        submit(&self.inserts, item).await
+        submit(&self.queue, |reply| Op::Insert(item, reply)).await
     }
 
     async fn get_job(&self, namespace: &str, id: Uuid) -> Result<Option<Job>, StoreError> {
@@ -183,19 +195,13 @@ impl Store for GroupCommit {
             .await
     }
 
-    async fn record_attempts(
-        &self,
-        batch: &[(AttemptRecord, i64)],
-    ) -> Result<Vec<bool>, StoreError> {
-        self.inner.record_attempts(batch).await
-    }
-
     async fn record_attempt(
         &self,
         record: &AttemptRecord,
         claimed_version: i64,
     ) -> Result<bool, StoreError> {
-        submit(&self.records, (record.clone(), claimed_version)).await
+        let item = (record.clone(), claimed_version);
+        submit(&self.queue, |reply| Op::Record(item, reply)).await
     }
 
     async fn release_leases(&self, owner: &str, now: Millis) -> Result<u64, StoreError> {

@@ -105,11 +105,25 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
 
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Inserts jobs in one transaction (one commit for the lot: group commit). With a key,
-    /// an existing job holding it is returned instead; when `free_finished_key` is set and
-    /// that job has finished, the key moves to the new job (the old one keeps its history,
-    /// without the key) — gorooster reuses keys this way.
-    async fn insert_jobs(&self, batch: &[NewJobInsert]) -> Result<Vec<Inserted>, StoreError>;
+    /// Inserts jobs and records attempts in one transaction: one commit for the lot (group
+    /// commit). Durable if there are inserts, relaxed otherwise (see `docs/ARCHITECTURE.md`).
+    ///
+    /// With a key, an existing job holding it is returned instead; when `free_finished_key`
+    /// is set and that job has finished, the key moves to the new job (the old one keeps its
+    /// history, without the key) — gorooster reuses keys this way.
+    ///
+    /// Each record moves its job to its next state; false if the lease was lost meanwhile
+    /// (the attempt is kept as history; the job is not touched, because its new owner
+    /// decides). The `i64` is the version the claim saw.
+    async fn write_batch(
+        &self,
+        inserts: &[NewJobInsert],
+        records: &[(AttemptRecord, i64)],
+    ) -> Result<(Vec<Inserted>, Vec<bool>), StoreError>;
+
+    async fn insert_jobs(&self, batch: &[NewJobInsert]) -> Result<Vec<Inserted>, StoreError> {
+        Ok(self.write_batch(batch, &[]).await?.0)
+    }
 
     async fn insert_job(
         &self,
@@ -158,13 +172,12 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
         lease_grace_ms: i64,
     ) -> Result<Vec<Claimed>, StoreError>;
 
-    /// Records attempts and moves their jobs to their next states, in one transaction. For
-    /// each, false if the lease was lost meanwhile (the attempt is kept as history; the job
-    /// is not touched, because its new owner decides). `i64` is the version the claim saw.
     async fn record_attempts(
         &self,
         batch: &[(AttemptRecord, i64)],
-    ) -> Result<Vec<bool>, StoreError>;
+    ) -> Result<Vec<bool>, StoreError> {
+        Ok(self.write_batch(&[], batch).await?.1)
+    }
 
     async fn record_attempt(
         &self,

@@ -489,6 +489,60 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            /// The inserts of a batch; also whether any created job is due soon enough that
+            /// other nodes must hear of it.
+            async fn insert_in(
+                tx: &mut WriteTx<Db>,
+                batch: &[NewJobInsert],
+            ) -> Result<(Vec<Inserted>, bool), StoreError> {
+                let mut out: Vec<Option<Inserted>> = batch.iter().map(|_| None).collect();
+                // Jobs without a key cannot conflict with anything, so they go in as one
+                // statement per chunk: per-statement overhead, not the rows, is what a
+                // busy batch is made of.
+                let plain: Vec<usize> =
+                    (0..batch.len()).filter(|&i| batch[i].job.key.is_none()).collect();
+                for chunk in plain.chunks(MAX_ROWS_PER_INSERT) {
+                    insert_plain(tx, chunk.iter().map(|&i| &batch[i])).await?;
+                    for &i in chunk {
+                        out[i] = Some(Inserted::Created(batch[i].job.stored(batch[i].now)));
+                    }
+                }
+                for (i, item) in batch.iter().enumerate() {
+                    if item.job.key.is_some() {
+                        out[i] = Some(insert_one(tx, item).await?);
+                    }
+                }
+                let out: Vec<Inserted> = out.into_iter().flatten().collect();
+                let due_soon = batch.iter().zip(&out).any(|(item, outcome)| {
+                    matches!(outcome, Inserted::Created(_))
+                        && item.job.deliver_at <= item.now + super::super::WAKE_HORIZON_MS
+                });
+                Ok((out, due_soon))
+            }
+
+            /// The attempt records of a batch; also whether any job was rescheduled.
+            async fn record_in(
+                tx: &mut WriteTx<Db>,
+                batch: &[(AttemptRecord, i64)],
+            ) -> Result<(Vec<bool>, bool), StoreError> {
+                let mut moved = std::collections::HashSet::new();
+                for chunk in batch.chunks(MAX_ROWS_PER_INSERT) {
+                    insert_attempts(tx, chunk).await?;
+                    moved.extend(move_recorded_jobs(tx, chunk).await?);
+                }
+                let mut out = Vec::with_capacity(batch.len());
+                let mut rescheduled = false;
+                for (rec, _) in batch {
+                    let updated = moved.contains(&rec.attempt.job_id.to_string());
+                    if let (true, Some(sub)) = (updated, &rec.unsubscribe) {
+                        super::webhook_impl::remove_subscription(tx, sub, rec.finished_at).await?;
+                    }
+                    rescheduled |= updated && rec.next_state == JobState::Scheduled;
+                    out.push(updated);
+                }
+                Ok((out, rescheduled))
+            }
+
             /// The attempts of a batch, as one statement. An attempt is history whether or not
             /// its job still moves.
             async fn insert_attempts(
@@ -562,39 +616,23 @@ macro_rules! sql_store {
                     Ok(())
                 }
 
-                async fn insert_jobs(
+                async fn write_batch(
                     &self,
-                    batch: &[NewJobInsert],
-                ) -> Result<Vec<Inserted>, StoreError> {
-                    let mut tx = durable(&self.write).await?;
-                    let mut out: Vec<Option<Inserted>> = batch.iter().map(|_| None).collect();
-                    let mut due_soon = false;
-                    // Jobs without a key cannot conflict with anything, so they go in as one
-                    // statement per chunk: per-statement overhead, not the rows, is what a
-                    // busy batch is made of.
-                    let plain: Vec<usize> =
-                        (0..batch.len()).filter(|&i| batch[i].job.key.is_none()).collect();
-                    for chunk in plain.chunks(MAX_ROWS_PER_INSERT) {
-                        insert_plain(&mut tx, chunk.iter().map(|&i| &batch[i])).await?;
-                        for &i in chunk {
-                            out[i] = Some(Inserted::Created(batch[i].job.stored(batch[i].now)));
-                        }
-                    }
-                    for (i, item) in batch.iter().enumerate() {
-                        if item.job.key.is_some() {
-                            out[i] = Some(insert_one(&mut tx, item).await?);
-                        }
-                    }
-                    let out: Vec<Inserted> = out.into_iter().flatten().collect();
-                    for (item, outcome) in batch.iter().zip(&out) {
-                        due_soon |= matches!(outcome, Inserted::Created(_))
-                            && item.job.deliver_at <= item.now + super::super::WAKE_HORIZON_MS;
-                    }
-                    if due_soon {
+                    inserts: &[NewJobInsert],
+                    records: &[(AttemptRecord, i64)],
+                ) -> Result<(Vec<Inserted>, Vec<bool>), StoreError> {
+                    let mut tx = if inserts.is_empty() {
+                        relaxed(&self.write).await?
+                    } else {
+                        durable(&self.write).await?
+                    };
+                    let (created, due_soon) = insert_in(&mut tx, inserts).await?;
+                    let (moved, rescheduled) = record_in(&mut tx, records).await?;
+                    if due_soon || rescheduled {
                         notify_others(&mut *tx).await?;
                     }
                     tx.commit().await?;
-                    Ok(out)
+                    Ok((created, moved))
                 }
 
                 async fn get_job(&self, namespace: &str, id: Uuid) -> Result<Option<Job>, StoreError> {
@@ -736,33 +774,6 @@ macro_rules! sql_store {
                         .collect::<Result<Vec<_>, StoreError>>()?;
                     claimed.sort_by_key(|c| (c.fire_at, c.job.id));
                     Ok(claimed)
-                }
-
-                async fn record_attempts(
-                    &self,
-                    batch: &[(AttemptRecord, i64)],
-                ) -> Result<Vec<bool>, StoreError> {
-                    let mut tx = relaxed(&self.write).await?;
-                    let mut moved = std::collections::HashSet::new();
-                    for chunk in batch.chunks(MAX_ROWS_PER_INSERT) {
-                        insert_attempts(&mut tx, chunk).await?;
-                        moved.extend(move_recorded_jobs(&mut tx, chunk).await?);
-                    }
-                    let mut out = Vec::with_capacity(batch.len());
-                    let mut rescheduled = false;
-                    for (rec, _) in batch {
-                        let updated = moved.contains(&rec.attempt.job_id.to_string());
-                        if let (true, Some(sub)) = (updated, &rec.unsubscribe) {
-                            super::webhook_impl::remove_subscription(&mut tx, sub, rec.finished_at).await?;
-                        }
-                        rescheduled |= updated && rec.next_state == JobState::Scheduled;
-                        out.push(updated);
-                    }
-                    if rescheduled {
-                        notify_others(&mut *tx).await?;
-                    }
-                    tx.commit().await?;
-                    Ok(out)
                 }
 
                 async fn release_leases(&self, owner: &str, now: Millis) -> Result<u64, StoreError> {
