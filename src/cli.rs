@@ -101,6 +101,11 @@ pub struct ServeArgs {
     /// another node makes them again.
     #[arg(long, env = "HERALD_LEASE_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub lease_grace: i64,
+    /// How long before its due time a job may be claimed: the claim's database round trip
+    /// then happens before the due time, and the call is made at the due time from memory.
+    /// Changes to a job this close to firing are refused as in flight.
+    #[arg(long, env = "HERALD_CLAIM_AHEAD", default_value = "20ms", value_parser = parse_claim_ahead)]
+    pub claim_ahead: i64,
     /// How long shutdown waits for calls in flight.
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: i64,
@@ -127,6 +132,16 @@ fn parse_duration(s: &str) -> Result<i64, String> {
     let ms = crate::duration::parse_millis(s).map_err(|e| e.to_string())?;
     if ms <= 0 {
         return Err("must be positive".into());
+    }
+    Ok(ms)
+}
+
+/// `0s` turns claim-ahead off; more than a minute would hold workers and refuse changes for
+/// no gain in precision.
+fn parse_claim_ahead(s: &str) -> Result<i64, String> {
+    let ms = crate::duration::parse_millis(s).map_err(|e| e.to_string())?;
+    if !(0..=60_000).contains(&ms) {
+        return Err("must be between 0s and 1m".into());
     }
     Ok(ms)
 }
@@ -194,6 +209,7 @@ impl ServeArgs {
             engine: EngineConfig {
                 workers: self.workers.max(1),
                 lease_grace_ms: self.lease_grace,
+                claim_ahead_ms: self.claim_ahead,
                 response_body_limit: self.response_body_limit,
                 shutdown_grace: Duration::from_millis(self.shutdown_grace as u64),
                 ..EngineConfig::default()
