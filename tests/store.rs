@@ -289,12 +289,12 @@ both_stores! {
         s.insert_job(&new_job(None, "f", 0), 0, false).await.unwrap();
         let claimed = s.claim_due(0, 0, 10, "a", 0).await.unwrap().remove(0).job;
         let fresh = herald::store::NewJobInsert { job: new_job(None, "g", 500), now: 1, free_finished_key: false };
-        let (created, moved) = s
-            .write_batch(std::slice::from_ref(&fresh), &[(record(&claimed, "a", JobState::Succeeded, 5), claimed.version)])
+        let w = s
+            .write_batch(std::slice::from_ref(&fresh), &[(record(&claimed, "a", JobState::Succeeded, 5), claimed.version)], &[])
             .await
             .unwrap();
-        assert!(matches!(created.as_slice(), [Inserted::Created(j)] if j.id == fresh.job.id));
-        assert_eq!(moved, vec![true]);
+        assert!(matches!(w.inserted.as_slice(), [Inserted::Created(j)] if j.id == fresh.job.id));
+        assert_eq!(w.recorded, vec![true]);
         assert_eq!(s.get_job("ns", claimed.id).await.unwrap().unwrap().state, JobState::Succeeded);
         assert_eq!(s.next_due_at().await.unwrap(), Some(500));
     }

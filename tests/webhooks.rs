@@ -164,6 +164,38 @@ both_stores! {
         assert_eq!((s, &m["payload"]), (StatusCode::OK, &json!({"n": 1})));
     }
 
+    async fn concurrent_publishes_share_commits_and_keep_idempotency(b: Backend) {
+        // Publishes go through group commit: many land in one transaction. Each must still
+        // get its own answer, and one idempotency key must still make one message.
+        let server = Arc::new(TestServer::start(b).await);
+        let rx = Receiver::start().await;
+        topic(&server, "g").await;
+        subscribe(&server, "g", json!({"url": rx.url("/g")})).await;
+        let mut tasks = Vec::new();
+        for i in 0..48 {
+            let server = server.clone();
+            tasks.push(tokio::spawn(async move {
+                let body = match i % 3 {
+                    0 => json!({"event_type": "e", "payload": {"i": i}}),
+                    1 => json!({"event_type": "e", "payload": {"same": true}, "idempotency_key": "one"}),
+                    _ => json!({"event_type": "e", "payload": {"other": i}, "idempotency_key": "one"}),
+                };
+                server.post("/v1/topics/g/messages", body).await
+            }));
+        }
+        let mut statuses: HashMap<u16, usize> = HashMap::new();
+        for t in tasks {
+            let (s, _) = t.await.unwrap();
+            *statuses.entry(s.as_u16()).or_default() += 1;
+        }
+        // 16 plain publishes, plus exactly one winner of the key: 17 messages, 17 deliveries.
+        assert_eq!(statuses.get(&201).copied().unwrap_or(0) + statuses.get(&200).copied().unwrap_or(0) + statuses.get(&409).copied().unwrap_or(0), 48, "{statuses:?}");
+        assert_eq!(statuses[&201], 17, "{statuses:?}");
+        rx.wait_for(17, Duration::from_secs(10)).await;
+        rx.quiet_for(Duration::from_millis(400)).await;
+        assert_eq!(deliveries(&server, "topic=g").await.len(), 17);
+    }
+
     async fn delayed_messages_wait_for_their_time(b: Backend) {
         let server = TestServer::start(b).await;
         let rx = Receiver::start().await;

@@ -1,6 +1,6 @@
-//! Group commit. Concurrent job inserts and attempt records are queued and written by a few
-//! writer tasks, each taking everything queued (up to a cap), both kinds together, into one
-//! transaction: one commit — one fsync — for many requests. Under light load a batch is a
+//! Group commit. Concurrent job inserts, attempt records and publishes are queued and
+//! written by a few writer tasks, each taking everything queued (up to a cap), all kinds
+//! together, into one transaction: one commit — one fsync — for many requests. Under light load a batch is a
 //! single item, so this adds no waiting; under heavy load it is what keeps durable writes
 //! from being the ceiling. Every caller still gets its own answer only after its
 //! transaction committed.
@@ -11,8 +11,9 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
-use super::{Claimed, Inserted, NewJobInsert, Store, StoreError};
+use super::{Claimed, Inserted, NewJobInsert, Published, Store, StoreError, Written};
 use crate::domain::{Attempt, AttemptRecord, Job, JobFilter, JobState, Millis};
+use crate::webhooks::model::NewMessage;
 
 const MAX_BATCH: usize = 256;
 const QUEUE: usize = 4096;
@@ -20,14 +21,15 @@ const QUEUE: usize = 4096;
 type Reply<O> = oneshot::Sender<Result<O, StoreError>>;
 
 /// One queued write and where its answer goes.
-enum Op {
+pub(super) enum Op {
     Insert(NewJobInsert, Reply<Inserted>),
     Record((AttemptRecord, i64), Reply<bool>),
+    Publish((NewMessage, Millis), Reply<Published>),
 }
 
 pub struct GroupCommit {
     pub(super) inner: Arc<dyn Store>,
-    queue: mpsc::Sender<Op>,
+    pub(super) queue: mpsc::Sender<Op>,
 }
 
 impl GroupCommit {
@@ -61,6 +63,7 @@ async fn writer(rx: Arc<Mutex<mpsc::Receiver<Op>>>, store: Arc<dyn Store>) {
         }
         let (mut inserts, mut insert_replies) = (Vec::new(), Vec::new());
         let (mut records, mut record_replies) = (Vec::new(), Vec::new());
+        let (mut publishes, mut publish_replies) = (Vec::new(), Vec::new());
         for op in ops {
             match op {
                 Op::Insert(item, reply) => {
@@ -71,22 +74,29 @@ async fn writer(rx: Arc<Mutex<mpsc::Receiver<Op>>>, store: Arc<dyn Store>) {
                     records.push(item);
                     record_replies.push(reply);
                 }
+                Op::Publish(item, reply) => {
+                    publishes.push(item);
+                    publish_replies.push(reply);
+                }
             }
         }
-        let single = inserts.len() + records.len() == 1;
-        match store.write_batch(&inserts, &records).await {
-            Ok((ins, recs)) if ins.len() == inserts.len() && recs.len() == records.len() => {
-                for (reply, o) in insert_replies.into_iter().zip(ins) {
-                    let _ = reply.send(Ok(o));
-                }
-                for (reply, o) in record_replies.into_iter().zip(recs) {
-                    let _ = reply.send(Ok(o));
-                }
+        let single = inserts.len() + records.len() + publishes.len() == 1;
+        match store.write_batch(&inserts, &records, &publishes).await {
+            Ok(w)
+                if w.inserted.len() == inserts.len()
+                    && w.recorded.len() == records.len()
+                    && w.published.len() == publishes.len() =>
+            {
+                answer(insert_replies, w.inserted);
+                answer(record_replies, w.recorded);
+                answer(publish_replies, w.published);
             }
             Err(e) if single => {
                 if let Some(reply) = insert_replies.pop() {
                     let _ = reply.send(Err(e));
                 } else if let Some(reply) = record_replies.pop() {
+                    let _ = reply.send(Err(e));
+                } else if let Some(reply) = publish_replies.pop() {
                     let _ = reply.send(Err(e));
                 }
             }
@@ -95,16 +105,23 @@ async fn writer(rx: Arc<Mutex<mpsc::Receiver<Op>>>, store: Arc<dyn Store>) {
                 // bad item cannot fail its neighbours and every caller gets its own error.
                 for (item, reply) in inserts.into_iter().zip(insert_replies) {
                     let r = store
-                        .write_batch(std::slice::from_ref(&item), &[])
+                        .write_batch(std::slice::from_ref(&item), &[], &[])
                         .await
-                        .and_then(|(mut v, _)| v.pop().ok_or_else(empty));
+                        .and_then(|w| w.inserted.into_iter().next().ok_or_else(empty));
                     let _ = reply.send(r);
                 }
                 for (item, reply) in records.into_iter().zip(record_replies) {
                     let r = store
-                        .write_batch(&[], std::slice::from_ref(&item))
+                        .write_batch(&[], std::slice::from_ref(&item), &[])
                         .await
-                        .and_then(|(_, mut v)| v.pop().ok_or_else(empty));
+                        .and_then(|w| w.recorded.into_iter().next().ok_or_else(empty));
+                    let _ = reply.send(r);
+                }
+                for (item, reply) in publishes.into_iter().zip(publish_replies) {
+                    let r = store
+                        .write_batch(&[], &[], std::slice::from_ref(&item))
+                        .await
+                        .and_then(|w| w.published.into_iter().next().ok_or_else(empty));
                     let _ = reply.send(r);
                 }
             }
@@ -112,11 +129,18 @@ async fn writer(rx: Arc<Mutex<mpsc::Receiver<Op>>>, store: Arc<dyn Store>) {
     }
 }
 
+fn answer<O>(replies: Vec<Reply<O>>, outcomes: Vec<O>) {
+    for (reply, o) in replies.into_iter().zip(outcomes) {
+        let _ = reply.send(Ok(o));
+    }
+}
+
 fn empty() -> StoreError {
     StoreError::Corrupt("empty batch result".into())
 }
 
-async fn submit<O>(
+/// Queues one write for the writers and waits for its own answer.
+pub(super) async fn submit<O>(
     queue: &mpsc::Sender<Op>,
     op: impl FnOnce(Reply<O>) -> Op,
 ) -> Result<O, StoreError> {
@@ -143,8 +167,9 @@ impl Store for GroupCommit {
         &self,
         inserts: &[NewJobInsert],
         records: &[(AttemptRecord, i64)],
-    ) -> Result<(Vec<Inserted>, Vec<bool>), StoreError> {
-        self.inner.write_batch(inserts, records).await
+        publishes: &[(NewMessage, Millis)],
+    ) -> Result<Written, StoreError> {
+        self.inner.write_batch(inserts, records, publishes).await
     }
 
     async fn insert_job(

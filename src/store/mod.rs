@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::{Attempt, AttemptRecord, Job, JobFilter, JobState, Millis, NewJob};
+use crate::webhooks::model::NewMessage;
 
 pub use batch::GroupCommit;
 pub use postgres::PgStore;
@@ -74,6 +75,14 @@ pub struct Claimed {
     pub fire_at: Millis,
 }
 
+/// What one [`Store::write_batch`] did, item by item in the order given.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub inserted: Vec<Inserted>,
+    pub recorded: Vec<bool>,
+    pub published: Vec<Published>,
+}
+
 /// Result of inserting a job.
 #[derive(Debug)]
 pub enum Inserted {
@@ -105,8 +114,9 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
 
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Inserts jobs and records attempts in one transaction: one commit for the lot (group
-    /// commit). Durable if there are inserts, relaxed otherwise (see `docs/ARCHITECTURE.md`).
+    /// Inserts jobs, records attempts and publishes messages, all in one transaction: one
+    /// commit for the lot (group commit). Durable if anything is inserted or published,
+    /// relaxed for attempt records alone (see `docs/ARCHITECTURE.md`).
     ///
     /// With a key, an existing job holding it is returned instead; when `free_finished_key`
     /// is set and that job has finished, the key moves to the new job (the old one keeps its
@@ -115,14 +125,17 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
     /// Each record moves its job to its next state; false if the lease was lost meanwhile
     /// (the attempt is kept as history; the job is not touched, because its new owner
     /// decides). The `i64` is the version the claim saw.
+    ///
+    /// Each publish is [`WebhookStore::publish`].
     async fn write_batch(
         &self,
         inserts: &[NewJobInsert],
         records: &[(AttemptRecord, i64)],
-    ) -> Result<(Vec<Inserted>, Vec<bool>), StoreError>;
+        publishes: &[(NewMessage, Millis)],
+    ) -> Result<Written, StoreError>;
 
     async fn insert_jobs(&self, batch: &[NewJobInsert]) -> Result<Vec<Inserted>, StoreError> {
-        Ok(self.write_batch(batch, &[]).await?.0)
+        Ok(self.write_batch(batch, &[], &[]).await?.inserted)
     }
 
     async fn insert_job(
@@ -176,7 +189,7 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
         &self,
         batch: &[(AttemptRecord, i64)],
     ) -> Result<Vec<bool>, StoreError> {
-        Ok(self.write_batch(&[], batch).await?.1)
+        Ok(self.write_batch(&[], batch, &[]).await?.recorded)
     }
 
     async fn record_attempt(

@@ -225,10 +225,6 @@ impl<DB: sqlx::Database> WriteTx<DB> {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await
     }
-
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
-    }
 }
 
 impl<DB: sqlx::Database> std::ops::Deref for WriteTx<DB> {
@@ -261,7 +257,7 @@ macro_rules! sql_store {
             use uuid::Uuid;
 
             use super::super::sql::*;
-            use super::super::{Claimed, Inserted, NewJobInsert, Store, StoreError};
+            use super::super::{Claimed, Inserted, NewJobInsert, Store, StoreError, Written};
             use super::*;
             use crate::domain::{
                 Attempt, AttemptRecord, Job, JobFilter, JobState, Millis,
@@ -620,19 +616,27 @@ macro_rules! sql_store {
                     &self,
                     inserts: &[NewJobInsert],
                     records: &[(AttemptRecord, i64)],
-                ) -> Result<(Vec<Inserted>, Vec<bool>), StoreError> {
-                    let mut tx = if inserts.is_empty() {
+                    publishes: &[(crate::webhooks::model::NewMessage, Millis)],
+                ) -> Result<Written, StoreError> {
+                    let mut tx = if inserts.is_empty() && publishes.is_empty() {
                         relaxed(&self.write).await?
                     } else {
                         durable(&self.write).await?
                     };
-                    let (created, due_soon) = insert_in(&mut tx, inserts).await?;
-                    let (moved, rescheduled) = record_in(&mut tx, records).await?;
-                    if due_soon || rescheduled {
+                    let (inserted, due_soon) = insert_in(&mut tx, inserts).await?;
+                    let (recorded, rescheduled) = record_in(&mut tx, records).await?;
+                    let mut published = Vec::with_capacity(publishes.len());
+                    let mut delivering = false;
+                    for (m, now) in publishes {
+                        let (p, notify) = super::webhook_impl::publish_in(&mut tx, m, *now).await?;
+                        delivering |= notify;
+                        published.push(p);
+                    }
+                    if due_soon || rescheduled || delivering {
                         notify_others(&mut *tx).await?;
                     }
                     tx.commit().await?;
-                    Ok((created, moved))
+                    Ok(Written { inserted, recorded, published })
                 }
 
                 async fn get_job(&self, namespace: &str, id: Uuid) -> Result<Option<Job>, StoreError> {

@@ -320,6 +320,164 @@ macro_rules! webhook_store {
                     .push_bind(p.offset as i64);
             }
 
+            /// One publish inside a write transaction (alone, or in a group-commit batch): the
+            /// message and one delivery job per matching enabled subscription. Also says
+            /// whether deliveries were created, for the caller's one notification per commit.
+            pub(in super::super) async fn publish_in(
+                tx: &mut WriteTx<Db>,
+                m: &NewMessage,
+                now: Millis,
+            ) -> Result<(Published, bool), StoreError> {
+                if !topic_exists(&mut **tx, &m.namespace, &m.topic).await? {
+                    return Ok((Published::NoTopic, false));
+                }
+                if let Some(key) = &m.idempotency_key {
+                    if let Some(existing) = message_by_key(&mut **tx, m, key).await? {
+                        return Ok((repeat_of(existing, m), false));
+                    }
+                }
+                let sql = format!(
+                    "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions \
+                     WHERE namespace = $1 AND topic = $2 AND enabled ORDER BY id{}",
+                    $share
+                );
+                let subs = sqlx::query(&sql)
+                    .bind(&m.namespace)
+                    .bind(&m.topic)
+                    .fetch_all(&mut **tx)
+                    .await?
+                    .iter()
+                    .map(subscription_from_row)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let matching: Vec<&Subscription> =
+                    subs.iter().filter(|s| s.matches(&m.event_type)).collect();
+                let message = Message {
+                    id: m.id,
+                    namespace: m.namespace.clone(),
+                    topic: m.topic.clone(),
+                    event_type: m.event_type.clone(),
+                    content_type: m.content_type.clone(),
+                    payload: m.payload.clone(),
+                    idempotency_key: m.idempotency_key.clone(),
+                    fingerprint: m.fingerprint.clone(),
+                    deliver_at: m.deliver_at,
+                    deliveries: matching.len() as u32,
+                    created_at: now,
+                };
+                let sql = format!(
+                    "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                );
+                let insert = sqlx::query(&sql)
+                    .bind(message.id.to_string())
+                    .bind(&message.namespace)
+                    .bind(&message.topic)
+                    .bind(&message.event_type)
+                    .bind(&message.content_type)
+                    .bind(&message.payload)
+                    .bind(&message.idempotency_key)
+                    .bind(&message.fingerprint)
+                    .bind(message.deliver_at)
+                    .bind(message.deliveries as i64)
+                    .bind(message.created_at);
+                match &m.idempotency_key {
+                    None => {
+                        insert.execute(&mut **tx).await?;
+                    }
+                    // Another node may commit the same key meanwhile: the unique violation
+                    // then rolls back only this savepoint, and the winner is read back.
+                    Some(key) => {
+                        let mut sp = sqlx::Connection::begin(&mut **tx).await?;
+                        match insert.execute(&mut *sp).await {
+                            Ok(_) => sp.commit().await?,
+                            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                                sp.rollback().await?;
+                                let existing = message_by_key(&mut **tx, m, key).await?.ok_or_else(|| {
+                                    StoreError::Corrupt("idempotency key vanished after a unique violation".into())
+                                })?;
+                                return Ok((repeat_of(existing, m), false));
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+                let mut ids = Vec::with_capacity(matching.len());
+                for chunk in matching.chunks(DELIVERY_INSERT_CHUNK) {
+                    let mut q = QueryBuilder::<Db>::new(format!("INSERT INTO jobs ({JOB_COLUMNS}) "));
+                    q.push_values(chunk, |mut b, sub| {
+                        let plan = sub.plan(&message, now);
+                        let id = Uuid::now_v7();
+                        ids.push(id);
+                        b.push_bind(id.to_string())
+                            .push_bind(message.namespace.clone())
+                            .push("NULL")
+                            .push("'scheduled'")
+                            .push_bind(plan.target.method.clone())
+                            .push_bind(plan.target.url.clone())
+                            .push_bind(encode_headers(&plan.target.headers))
+                            .push_bind(plan.target.body.kind())
+                            .push_bind(plan.target.body.to_bytes())
+                            .push_bind(encode_retry(&plan.retry))
+                            .push_bind(plan.timeout_ms)
+                            .push_bind(plan.success.encode())
+                            .push_bind(false)
+                            .push_bind(message.deliver_at)
+                            .push_bind(message.deliver_at)
+                            .push("0")
+                            .push("0")
+                            .push("NULL")
+                            .push("NULL")
+                            .push("NULL")
+                            .push("NULL")
+                            .push("NULL")
+                            .push_bind(message.fingerprint.clone())
+                            .push("0")
+                            .push_bind(now)
+                            .push_bind(now)
+                            .push_bind(message.topic.clone())
+                            .push_bind(message.id.to_string())
+                            .push_bind(sub.id.clone())
+                            .push_bind(message.event_type.clone())
+                            .push_bind(plan.fail_codes.as_ref().map(|c| c.encode()))
+                            .push_bind(plan.unsubscribe_on_gone);
+                    });
+                    q.build().execute(&mut **tx).await?;
+                }
+                let notify = !ids.is_empty();
+                Ok((Published::Created(message, ids), notify))
+            }
+
+            async fn message_by_key<'c, E>(
+                exec: E,
+                m: &NewMessage,
+                key: &str,
+            ) -> Result<Option<Message>, StoreError>
+            where
+                E: sqlx::Executor<'c, Database = Db>,
+            {
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages \
+                     WHERE namespace = $1 AND topic = $2 AND idempotency_key = $3"
+                );
+                sqlx::query(&sql)
+                    .bind(&m.namespace)
+                    .bind(&m.topic)
+                    .bind(key)
+                    .fetch_optional(exec)
+                    .await?
+                    .map(|r| message_from_row(&r))
+                    .transpose()
+            }
+
+            /// A publish repeating an idempotency key: the same content is a repeat, other
+            /// content a conflict.
+            fn repeat_of(existing: Message, m: &NewMessage) -> Published {
+                if existing.fingerprint == m.fingerprint {
+                    Published::Existing(existing)
+                } else {
+                    Published::KeyTaken(existing)
+                }
+            }
+
             /// Cancels a subscription's waiting deliveries and deletes it. Shared by the API's
             /// delete and by the engine when a target answers `410 Gone`.
             pub(in super::super) async fn remove_subscription(
@@ -578,136 +736,13 @@ macro_rules! webhook_store {
                 }
 
                 async fn publish(&self, m: &NewMessage, now: Millis) -> Result<Published, StoreError> {
-                    // An idempotency-key race between two publishers resolves on the second
-                    // try, when the winner's row is visible.
-                    for _ in 0..2 {
-                        let mut tx = durable(&self.write).await?;
-                        if !topic_exists(&mut *tx, &m.namespace, &m.topic).await? {
-                            return Ok(Published::NoTopic);
-                        }
-                        if let Some(key) = &m.idempotency_key {
-                            let sql = format!(
-                                "SELECT {MESSAGE_COLUMNS} FROM messages \
-                                 WHERE namespace = $1 AND topic = $2 AND idempotency_key = $3"
-                            );
-                            let existing = sqlx::query(&sql)
-                                .bind(&m.namespace)
-                                .bind(&m.topic)
-                                .bind(key)
-                                .fetch_optional(&mut *tx)
-                                .await?
-                                .map(|r| message_from_row(&r))
-                                .transpose()?;
-                            if let Some(existing) = existing {
-                                return Ok(if existing.fingerprint == m.fingerprint {
-                                    Published::Existing(existing)
-                                } else {
-                                    Published::KeyTaken(existing)
-                                });
-                            }
-                        }
-                        let sql = format!(
-                            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions \
-                             WHERE namespace = $1 AND topic = $2 AND enabled ORDER BY id{}",
-                            $share
-                        );
-                        let subs = sqlx::query(&sql)
-                            .bind(&m.namespace)
-                            .bind(&m.topic)
-                            .fetch_all(&mut *tx)
-                            .await?
-                            .iter()
-                            .map(subscription_from_row)
-                            .collect::<Result<Vec<_>, _>>()?;
-                        let matching: Vec<&Subscription> =
-                            subs.iter().filter(|s| s.matches(&m.event_type)).collect();
-                        let message = Message {
-                            id: m.id,
-                            namespace: m.namespace.clone(),
-                            topic: m.topic.clone(),
-                            event_type: m.event_type.clone(),
-                            content_type: m.content_type.clone(),
-                            payload: m.payload.clone(),
-                            idempotency_key: m.idempotency_key.clone(),
-                            fingerprint: m.fingerprint.clone(),
-                            deliver_at: m.deliver_at,
-                            deliveries: matching.len() as u32,
-                            created_at: now,
-                        };
-                        let sql = format!(
-                            "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-                        );
-                        let res = sqlx::query(&sql)
-                            .bind(message.id.to_string())
-                            .bind(&message.namespace)
-                            .bind(&message.topic)
-                            .bind(&message.event_type)
-                            .bind(&message.content_type)
-                            .bind(&message.payload)
-                            .bind(&message.idempotency_key)
-                            .bind(&message.fingerprint)
-                            .bind(message.deliver_at)
-                            .bind(message.deliveries as i64)
-                            .bind(message.created_at)
-                            .execute(&mut *tx)
-                            .await;
-                        match res {
-                            Ok(_) => {}
-                            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                                tx.rollback().await?;
-                                continue;
-                            }
-                            Err(e) => return Err(e.into()),
-                        }
-                        let mut ids = Vec::with_capacity(matching.len());
-                        for chunk in matching.chunks(DELIVERY_INSERT_CHUNK) {
-                            let mut q = QueryBuilder::<Db>::new(format!("INSERT INTO jobs ({JOB_COLUMNS}) "));
-                            q.push_values(chunk, |mut b, sub| {
-                                let plan = sub.plan(&message, now);
-                                let id = Uuid::now_v7();
-                                ids.push(id);
-                                b.push_bind(id.to_string())
-                                    .push_bind(message.namespace.clone())
-                                    .push("NULL")
-                                    .push("'scheduled'")
-                                    .push_bind(plan.target.method.clone())
-                                    .push_bind(plan.target.url.clone())
-                                    .push_bind(encode_headers(&plan.target.headers))
-                                    .push_bind(plan.target.body.kind())
-                                    .push_bind(plan.target.body.to_bytes())
-                                    .push_bind(encode_retry(&plan.retry))
-                                    .push_bind(plan.timeout_ms)
-                                    .push_bind(plan.success.encode())
-                                    .push_bind(false)
-                                    .push_bind(message.deliver_at)
-                                    .push_bind(message.deliver_at)
-                                    .push("0")
-                                    .push("0")
-                                    .push("NULL")
-                                    .push("NULL")
-                                    .push("NULL")
-                                    .push("NULL")
-                                    .push("NULL")
-                                    .push_bind(message.fingerprint.clone())
-                                    .push("0")
-                                    .push_bind(now)
-                                    .push_bind(now)
-                                    .push_bind(message.topic.clone())
-                                    .push_bind(message.id.to_string())
-                                    .push_bind(sub.id.clone())
-                                    .push_bind(message.event_type.clone())
-                                    .push_bind(plan.fail_codes.as_ref().map(|c| c.encode()))
-                                    .push_bind(plan.unsubscribe_on_gone);
-                            });
-                            q.build().execute(&mut *tx).await?;
-                        }
-                        if !ids.is_empty() {
-                            notify_others(&mut *tx).await?;
-                        }
-                        tx.commit().await?;
-                        return Ok(Published::Created(message, ids));
+                    let mut tx = durable(&self.write).await?;
+                    let (published, notify) = publish_in(&mut tx, m, now).await?;
+                    if notify {
+                        notify_others(&mut *tx).await?;
                     }
-                    Err(StoreError::Corrupt("idempotency key kept colliding on publish".into()))
+                    tx.commit().await?;
+                    Ok(published)
                 }
 
                 async fn get_message(&self, namespace: &str, id: Uuid) -> Result<Option<Message>, StoreError> {
@@ -843,8 +878,8 @@ macro_rules! webhook_store {
 
 pub(super) use webhook_store;
 
-/// Group commit batches job inserts and attempt records only; everything webhook-specific
-/// goes straight to the store it wraps.
+/// Group commit batches publishes (with job inserts and attempt records); every other
+/// webhook write goes straight to the store it wraps.
 #[async_trait]
 impl WebhookStore for super::GroupCommit {
     async fn create_topic(&self, topic: &Topic) -> Result<bool, StoreError> {
@@ -910,7 +945,8 @@ impl WebhookStore for super::GroupCommit {
         self.inner.signing_secrets(subscription_id).await
     }
     async fn publish(&self, msg: &NewMessage, now: Millis) -> Result<Published, StoreError> {
-        self.inner.publish(msg, now).await
+        let item = (msg.clone(), now);
+        super::batch::submit(&self.queue, |reply| super::batch::Op::Publish(item, reply)).await
     }
     async fn get_message(&self, namespace: &str, id: Uuid) -> Result<Option<Message>, StoreError> {
         self.inner.get_message(namespace, id).await
