@@ -290,12 +290,36 @@ both_stores! {
         let claimed = s.claim_due(0, 0, 10, "a", 0).await.unwrap().remove(0).job;
         let fresh = herald::store::NewJobInsert { job: new_job(None, "g", 500), now: 1, free_finished_key: false };
         let w = s
-            .write_batch(std::slice::from_ref(&fresh), &[(record(&claimed, "a", JobState::Succeeded, 5), claimed.version)], &[])
+            .write_batch(herald::store::Writes {
+                inserts: std::slice::from_ref(&fresh),
+                records: &[(record(&claimed, "a", JobState::Succeeded, 5), claimed.version)],
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert!(matches!(w.inserted.as_slice(), [Inserted::Created(j)] if j.id == fresh.job.id));
         assert_eq!(w.recorded, vec![true]);
         assert_eq!(s.get_job("ns", claimed.id).await.unwrap().unwrap().state, JobState::Succeeded);
         assert_eq!(s.next_due_at().await.unwrap(), Some(500));
+    }
+
+    async fn a_claim_in_a_batch_sees_the_jobs_inserted_with_it(b: Backend) {
+        let (s, _db) = store(b).await;
+        let fresh: Vec<_> = (0..3)
+            .map(|i| herald::store::NewJobInsert { job: new_job(None, "f", 100 + i), now: 50, free_finished_key: false })
+            .collect();
+        let claim = herald::store::ClaimRequest { now: 100, due_by: 101, limit: 10, owner: "a".into(), lease_grace_ms: 0 };
+        let w = s
+            .write_batch(herald::store::Writes {
+                inserts: &fresh,
+                claims: std::slice::from_ref(&claim),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(w.inserted.len(), 3);
+        let claimed: Vec<_> = w.claimed[0].iter().map(|c| (c.job.id, c.fire_at)).collect();
+        assert_eq!(claimed, vec![(fresh[0].job.id, 100), (fresh[1].job.id, 101)]);
+        assert_eq!(s.get_job("ns", fresh[2].job.id).await.unwrap().unwrap().state, JobState::Scheduled);
     }
 }

@@ -1,6 +1,6 @@
-//! Group commit. Concurrent job inserts, attempt records and publishes are queued and
-//! written by a few writer tasks, each taking everything queued (up to a cap), all kinds
-//! together, into one transaction: one commit — one fsync — for many requests. Under light load a batch is a
+//! Group commit. Concurrent job inserts, attempt records, publishes and the dispatcher's
+//! claims are queued and written by a few writer tasks, each taking everything queued (up to
+//! a cap), all kinds together, into one transaction: one commit — one fsync — for many requests. Under light load a batch is a
 //! single item, so this adds no waiting; under heavy load it is what keeps durable writes
 //! from being the ceiling. Every caller still gets its own answer only after its
 //! transaction committed.
@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
-use super::{Claimed, Inserted, NewJobInsert, Published, Store, StoreError, Written};
+use super::{
+    ClaimRequest, Claimed, Inserted, NewJobInsert, Published, Store, StoreError, Writes, Written,
+};
 use crate::domain::{Attempt, AttemptRecord, Job, JobFilter, JobState, Millis};
 use crate::webhooks::model::NewMessage;
 
@@ -25,6 +27,7 @@ pub(super) enum Op {
     Insert(NewJobInsert, Reply<Inserted>),
     Record((AttemptRecord, i64), Reply<bool>),
     Publish((NewMessage, Millis), Reply<Published>),
+    Claim(ClaimRequest, Reply<Vec<Claimed>>),
 }
 
 pub struct GroupCommit {
@@ -64,6 +67,7 @@ async fn writer(rx: Arc<Mutex<mpsc::Receiver<Op>>>, store: Arc<dyn Store>) {
         let (mut inserts, mut insert_replies) = (Vec::new(), Vec::new());
         let (mut records, mut record_replies) = (Vec::new(), Vec::new());
         let (mut publishes, mut publish_replies) = (Vec::new(), Vec::new());
+        let (mut claims, mut claim_replies) = (Vec::new(), Vec::new());
         for op in ops {
             match op {
                 Op::Insert(item, reply) => {
@@ -78,18 +82,30 @@ async fn writer(rx: Arc<Mutex<mpsc::Receiver<Op>>>, store: Arc<dyn Store>) {
                     publishes.push(item);
                     publish_replies.push(reply);
                 }
+                Op::Claim(item, reply) => {
+                    claims.push(item);
+                    claim_replies.push(reply);
+                }
             }
         }
-        let single = inserts.len() + records.len() + publishes.len() == 1;
-        match store.write_batch(&inserts, &records, &publishes).await {
+        let writes = Writes {
+            inserts: &inserts,
+            records: &records,
+            publishes: &publishes,
+            claims: &claims,
+        };
+        let single = inserts.len() + records.len() + publishes.len() + claims.len() == 1;
+        match store.write_batch(writes).await {
             Ok(w)
                 if w.inserted.len() == inserts.len()
                     && w.recorded.len() == records.len()
-                    && w.published.len() == publishes.len() =>
+                    && w.published.len() == publishes.len()
+                    && w.claimed.len() == claims.len() =>
             {
                 answer(insert_replies, w.inserted);
                 answer(record_replies, w.recorded);
                 answer(publish_replies, w.published);
+                answer(claim_replies, w.claimed);
             }
             Err(e) if single => {
                 if let Some(reply) = insert_replies.pop() {
@@ -98,35 +114,52 @@ async fn writer(rx: Arc<Mutex<mpsc::Receiver<Op>>>, store: Arc<dyn Store>) {
                     let _ = reply.send(Err(e));
                 } else if let Some(reply) = publish_replies.pop() {
                     let _ = reply.send(Err(e));
+                } else if let Some(reply) = claim_replies.pop() {
+                    let _ = reply.send(Err(e));
                 }
             }
             _ => {
                 // Nothing of the batch was committed. Retry each item on its own so that one
                 // bad item cannot fail its neighbours and every caller gets its own error.
-                for (item, reply) in inserts.into_iter().zip(insert_replies) {
-                    let r = store
-                        .write_batch(std::slice::from_ref(&item), &[], &[])
-                        .await
-                        .and_then(|w| w.inserted.into_iter().next().ok_or_else(empty));
-                    let _ = reply.send(r);
+                for (item, reply) in inserts.iter().zip(insert_replies) {
+                    let w = Writes {
+                        inserts: std::slice::from_ref(item),
+                        ..Writes::default()
+                    };
+                    let r = store.write_batch(w).await;
+                    let _ = reply.send(r.and_then(|w| first(w.inserted)));
                 }
-                for (item, reply) in records.into_iter().zip(record_replies) {
-                    let r = store
-                        .write_batch(&[], std::slice::from_ref(&item), &[])
-                        .await
-                        .and_then(|w| w.recorded.into_iter().next().ok_or_else(empty));
-                    let _ = reply.send(r);
+                for (item, reply) in records.iter().zip(record_replies) {
+                    let w = Writes {
+                        records: std::slice::from_ref(item),
+                        ..Writes::default()
+                    };
+                    let r = store.write_batch(w).await;
+                    let _ = reply.send(r.and_then(|w| first(w.recorded)));
                 }
-                for (item, reply) in publishes.into_iter().zip(publish_replies) {
-                    let r = store
-                        .write_batch(&[], &[], std::slice::from_ref(&item))
-                        .await
-                        .and_then(|w| w.published.into_iter().next().ok_or_else(empty));
-                    let _ = reply.send(r);
+                for (item, reply) in publishes.iter().zip(publish_replies) {
+                    let w = Writes {
+                        publishes: std::slice::from_ref(item),
+                        ..Writes::default()
+                    };
+                    let r = store.write_batch(w).await;
+                    let _ = reply.send(r.and_then(|w| first(w.published)));
+                }
+                for (item, reply) in claims.iter().zip(claim_replies) {
+                    let w = Writes {
+                        claims: std::slice::from_ref(item),
+                        ..Writes::default()
+                    };
+                    let r = store.write_batch(w).await;
+                    let _ = reply.send(r.and_then(|w| first(w.claimed)));
                 }
             }
         }
     }
+}
+
+fn first<O>(v: Vec<O>) -> Result<O, StoreError> {
+    v.into_iter().next().ok_or_else(empty)
 }
 
 fn answer<O>(replies: Vec<Reply<O>>, outcomes: Vec<O>) {
@@ -163,13 +196,8 @@ impl Store for GroupCommit {
         self.inner.ping().await
     }
 
-    async fn write_batch(
-        &self,
-        inserts: &[NewJobInsert],
-        records: &[(AttemptRecord, i64)],
-        publishes: &[(NewMessage, Millis)],
-    ) -> Result<Written, StoreError> {
-        self.inner.write_batch(inserts, records, publishes).await
+    async fn write_batch(&self, writes: Writes<'_>) -> Result<Written, StoreError> {
+        self.inner.write_batch(writes).await
     }
 
     async fn insert_job(
@@ -215,9 +243,14 @@ impl Store for GroupCommit {
         owner: &str,
         lease_grace_ms: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
-        self.inner
-            .claim_due(now, due_by, limit, owner, lease_grace_ms)
-            .await
+        let claim = ClaimRequest {
+            now,
+            due_by,
+            limit,
+            owner: owner.to_string(),
+            lease_grace_ms,
+        };
+        submit(&self.queue, |reply| Op::Claim(claim, reply)).await
     }
 
     async fn record_attempt(

@@ -75,12 +75,32 @@ pub struct Claimed {
     pub fire_at: Millis,
 }
 
+/// A claim of due work: see [`Store::claim_due`].
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub now: Millis,
+    pub due_by: Millis,
+    pub limit: u32,
+    pub owner: String,
+    pub lease_grace_ms: i64,
+}
+
+/// Everything one [`Store::write_batch`] transaction does.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Writes<'a> {
+    pub inserts: &'a [NewJobInsert],
+    pub records: &'a [(AttemptRecord, i64)],
+    pub publishes: &'a [(NewMessage, Millis)],
+    pub claims: &'a [ClaimRequest],
+}
+
 /// What one [`Store::write_batch`] did, item by item in the order given.
 #[derive(Debug, Default)]
 pub struct Written {
     pub inserted: Vec<Inserted>,
     pub recorded: Vec<bool>,
     pub published: Vec<Published>,
+    pub claimed: Vec<Vec<Claimed>>,
 }
 
 /// Result of inserting a job.
@@ -114,9 +134,10 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
 
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Inserts jobs, records attempts and publishes messages, all in one transaction: one
-    /// commit for the lot (group commit). Durable if anything is inserted or published,
-    /// relaxed for attempt records alone (see `docs/ARCHITECTURE.md`).
+    /// Inserts jobs, records attempts, publishes messages and claims due work, all in one
+    /// transaction: one commit for the lot (group commit). Durable if anything is inserted
+    /// or published, relaxed otherwise (see `docs/ARCHITECTURE.md`). Claims run last, so
+    /// they see the jobs inserted in the same transaction.
     ///
     /// With a key, an existing job holding it is returned instead; when `free_finished_key`
     /// is set and that job has finished, the key moves to the new job (the old one keeps its
@@ -126,16 +147,15 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
     /// (the attempt is kept as history; the job is not touched, because its new owner
     /// decides). The `i64` is the version the claim saw.
     ///
-    /// Each publish is [`WebhookStore::publish`].
-    async fn write_batch(
-        &self,
-        inserts: &[NewJobInsert],
-        records: &[(AttemptRecord, i64)],
-        publishes: &[(NewMessage, Millis)],
-    ) -> Result<Written, StoreError>;
+    /// Each publish is [`WebhookStore::publish`]; each claim is [`Store::claim_due`].
+    async fn write_batch(&self, writes: Writes<'_>) -> Result<Written, StoreError>;
 
     async fn insert_jobs(&self, batch: &[NewJobInsert]) -> Result<Vec<Inserted>, StoreError> {
-        Ok(self.write_batch(batch, &[], &[]).await?.inserted)
+        let writes = Writes {
+            inserts: batch,
+            ..Writes::default()
+        };
+        Ok(self.write_batch(writes).await?.inserted)
     }
 
     async fn insert_job(
@@ -183,13 +203,33 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
         limit: u32,
         owner: &str,
         lease_grace_ms: i64,
-    ) -> Result<Vec<Claimed>, StoreError>;
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let claim = ClaimRequest {
+            now,
+            due_by,
+            limit,
+            owner: owner.to_string(),
+            lease_grace_ms,
+        };
+        let writes = Writes {
+            claims: std::slice::from_ref(&claim),
+            ..Writes::default()
+        };
+        let mut w = self.write_batch(writes).await?;
+        w.claimed
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("claim returned nothing".into()))
+    }
 
     async fn record_attempts(
         &self,
         batch: &[(AttemptRecord, i64)],
     ) -> Result<Vec<bool>, StoreError> {
-        Ok(self.write_batch(&[], batch, &[]).await?.recorded)
+        let writes = Writes {
+            records: batch,
+            ..Writes::default()
+        };
+        Ok(self.write_batch(writes).await?.recorded)
     }
 
     async fn record_attempt(

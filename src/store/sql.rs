@@ -257,7 +257,7 @@ macro_rules! sql_store {
             use uuid::Uuid;
 
             use super::super::sql::*;
-            use super::super::{Claimed, Inserted, NewJobInsert, Store, StoreError, Written};
+            use super::super::{ClaimRequest, Claimed, Inserted, NewJobInsert, Store, StoreError, Writes, Written};
             use super::*;
             use crate::domain::{
                 Attempt, AttemptRecord, Job, JobFilter, JobState, Millis,
@@ -539,6 +539,50 @@ macro_rules! sql_store {
                 Ok((out, rescheduled))
             }
 
+            /// One claim inside a write transaction; see [`super::super::Store::claim_due`].
+            async fn claim_in(
+                tx: &mut WriteTx<Db>,
+                c: &ClaimRequest,
+            ) -> Result<Vec<Claimed>, StoreError> {
+                // An expired lease is reclaimed without counting a new attempt: the lost
+                // attempt never finished, so it is made again under the same number.
+                // `fire_at` keeps the due time the claim moves out of `next_attempt_at`
+                // (both dialects evaluate SET against the row as it was).
+                let sql = format!(
+                    "UPDATE jobs SET \
+                       attempts = CASE WHEN state = 'scheduled' THEN attempts + 1 ELSE attempts END, \
+                       fire_at = next_attempt_at, \
+                       state = 'in_flight', lease_owner = $1, \
+                       next_attempt_at = $5 + timeout_ms + $3, \
+                       version = version + 1, updated_at = $2 \
+                     WHERE id IN (SELECT id FROM jobs \
+                       WHERE state IN ('scheduled', 'in_flight') AND next_attempt_at <= $5 \
+                         AND (state = 'scheduled' OR next_attempt_at <= $2) \
+                       ORDER BY next_attempt_at LIMIT $4{}) \
+                     RETURNING {JOB_COLUMNS}, fire_at",
+                    $lock
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(&c.owner)
+                    .bind(c.now)
+                    .bind(c.lease_grace_ms)
+                    .bind(c.limit as i64)
+                    .bind(c.due_by.max(c.now))
+                    .fetch_all(&mut **tx)
+                    .await?;
+                let mut claimed = rows
+                    .iter()
+                    .map(|r| {
+                        Ok(Claimed {
+                            job: job_from_row(r)?,
+                            fire_at: r.try_get::<Option<i64>, _>("fire_at")?.unwrap_or(c.now),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                claimed.sort_by_key(|c| (c.fire_at, c.job.id));
+                Ok(claimed)
+            }
+
             /// The attempts of a batch, as one statement. An attempt is history whether or not
             /// its job still moves.
             async fn insert_attempts(
@@ -612,31 +656,30 @@ macro_rules! sql_store {
                     Ok(())
                 }
 
-                async fn write_batch(
-                    &self,
-                    inserts: &[NewJobInsert],
-                    records: &[(AttemptRecord, i64)],
-                    publishes: &[(crate::webhooks::model::NewMessage, Millis)],
-                ) -> Result<Written, StoreError> {
-                    let mut tx = if inserts.is_empty() && publishes.is_empty() {
+                async fn write_batch(&self, w: Writes<'_>) -> Result<Written, StoreError> {
+                    let mut tx = if w.inserts.is_empty() && w.publishes.is_empty() {
                         relaxed(&self.write).await?
                     } else {
                         durable(&self.write).await?
                     };
-                    let (inserted, due_soon) = insert_in(&mut tx, inserts).await?;
-                    let (recorded, rescheduled) = record_in(&mut tx, records).await?;
-                    let mut published = Vec::with_capacity(publishes.len());
+                    let (inserted, due_soon) = insert_in(&mut tx, w.inserts).await?;
+                    let mut published = Vec::with_capacity(w.publishes.len());
                     let mut delivering = false;
-                    for (m, now) in publishes {
+                    for (m, now) in w.publishes {
                         let (p, notify) = super::webhook_impl::publish_in(&mut tx, m, *now).await?;
                         delivering |= notify;
                         published.push(p);
+                    }
+                    let (recorded, rescheduled) = record_in(&mut tx, w.records).await?;
+                    let mut claimed = Vec::with_capacity(w.claims.len());
+                    for c in w.claims {
+                        claimed.push(claim_in(&mut tx, c).await?);
                     }
                     if due_soon || rescheduled || delivering {
                         notify_others(&mut *tx).await?;
                     }
                     tx.commit().await?;
-                    Ok(Written { inserted, recorded, published })
+                    Ok(Written { inserted, recorded, published, claimed })
                 }
 
                 async fn get_job(&self, namespace: &str, id: Uuid) -> Result<Option<Job>, StoreError> {
@@ -729,55 +772,6 @@ macro_rules! sql_store {
                     }
                     tx.commit().await?;
                     Ok(saved)
-                }
-
-                async fn claim_due(
-                    &self,
-                    now: Millis,
-                    due_by: Millis,
-                    limit: u32,
-                    owner: &str,
-                    lease_grace_ms: i64,
-                ) -> Result<Vec<Claimed>, StoreError> {
-                    // An expired lease is reclaimed without counting a new attempt: the lost
-                    // attempt never finished, so it is made again under the same number.
-                    // `fire_at` keeps the due time the claim moves out of `next_attempt_at`
-                    // (both dialects evaluate SET against the row as it was).
-                    let sql = format!(
-                        "UPDATE jobs SET \
-                           attempts = CASE WHEN state = 'scheduled' THEN attempts + 1 ELSE attempts END, \
-                           fire_at = next_attempt_at, \
-                           state = 'in_flight', lease_owner = $1, \
-                           next_attempt_at = $5 + timeout_ms + $3, \
-                           version = version + 1, updated_at = $2 \
-                         WHERE id IN (SELECT id FROM jobs \
-                           WHERE state IN ('scheduled', 'in_flight') AND next_attempt_at <= $5 \
-                             AND (state = 'scheduled' OR next_attempt_at <= $2) \
-                           ORDER BY next_attempt_at LIMIT $4{}) \
-                         RETURNING {JOB_COLUMNS}, fire_at",
-                        $lock
-                    );
-                    let mut tx = relaxed(&self.write).await?;
-                    let rows = sqlx::query(&sql)
-                        .bind(owner)
-                        .bind(now)
-                        .bind(lease_grace_ms)
-                        .bind(limit as i64)
-                        .bind(due_by.max(now))
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    let mut claimed = rows
-                        .iter()
-                        .map(|r| {
-                            Ok(Claimed {
-                                job: job_from_row(r)?,
-                                fire_at: r.try_get::<Option<i64>, _>("fire_at")?.unwrap_or(now),
-                            })
-                        })
-                        .collect::<Result<Vec<_>, StoreError>>()?;
-                    claimed.sort_by_key(|c| (c.fire_at, c.job.id));
-                    Ok(claimed)
                 }
 
                 async fn release_leases(&self, owner: &str, now: Millis) -> Result<u64, StoreError> {
