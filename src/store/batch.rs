@@ -121,40 +121,66 @@ async fn writer(rx: Arc<Mutex<mpsc::Receiver<Op>>>, store: Arc<dyn Store>) {
             _ => {
                 // Nothing of the batch was committed. Retry each item on its own so that one
                 // bad item cannot fail its neighbours and every caller gets its own error.
-                for (item, reply) in inserts.iter().zip(insert_replies) {
-                    let w = Writes {
-                        inserts: std::slice::from_ref(item),
+                alone(
+                    &store,
+                    &inserts,
+                    insert_replies,
+                    |i| Writes {
+                        inserts: std::slice::from_ref(i),
                         ..Writes::default()
-                    };
-                    let r = store.write_batch(w).await;
-                    let _ = reply.send(r.and_then(|w| first(w.inserted)));
-                }
-                for (item, reply) in records.iter().zip(record_replies) {
-                    let w = Writes {
-                        records: std::slice::from_ref(item),
+                    },
+                    |w| w.inserted,
+                )
+                .await;
+                alone(
+                    &store,
+                    &records,
+                    record_replies,
+                    |i| Writes {
+                        records: std::slice::from_ref(i),
                         ..Writes::default()
-                    };
-                    let r = store.write_batch(w).await;
-                    let _ = reply.send(r.and_then(|w| first(w.recorded)));
-                }
-                for (item, reply) in publishes.iter().zip(publish_replies) {
-                    let w = Writes {
-                        publishes: std::slice::from_ref(item),
+                    },
+                    |w| w.recorded,
+                )
+                .await;
+                alone(
+                    &store,
+                    &publishes,
+                    publish_replies,
+                    |i| Writes {
+                        publishes: std::slice::from_ref(i),
                         ..Writes::default()
-                    };
-                    let r = store.write_batch(w).await;
-                    let _ = reply.send(r.and_then(|w| first(w.published)));
-                }
-                for (item, reply) in claims.iter().zip(claim_replies) {
-                    let w = Writes {
-                        claims: std::slice::from_ref(item),
+                    },
+                    |w| w.published,
+                )
+                .await;
+                alone(
+                    &store,
+                    &claims,
+                    claim_replies,
+                    |i| Writes {
+                        claims: std::slice::from_ref(i),
                         ..Writes::default()
-                    };
-                    let r = store.write_batch(w).await;
-                    let _ = reply.send(r.and_then(|w| first(w.claimed)));
-                }
+                    },
+                    |w| w.claimed,
+                )
+                .await;
             }
         }
+    }
+}
+
+/// Writes each item in a transaction of its own and answers its caller.
+async fn alone<I, O>(
+    store: &Arc<dyn Store>,
+    items: &[I],
+    replies: Vec<Reply<O>>,
+    writes: fn(&I) -> Writes<'_>,
+    pick: fn(Written) -> Vec<O>,
+) {
+    for (item, reply) in items.iter().zip(replies) {
+        let r = store.write_batch(writes(item)).await;
+        let _ = reply.send(r.and_then(|w| first(pick(w))));
     }
 }
 
@@ -243,13 +269,7 @@ impl Store for GroupCommit {
         owner: &str,
         lease_grace_ms: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let claim = ClaimRequest {
-            now,
-            due_by,
-            limit,
-            owner: owner.to_string(),
-            lease_grace_ms,
-        };
+        let claim = ClaimRequest::new(now, due_by, limit, owner, lease_grace_ms);
         submit(&self.queue, |reply| Op::Claim(claim, reply)).await
     }
 

@@ -85,6 +85,18 @@ pub struct ClaimRequest {
     pub lease_grace_ms: i64,
 }
 
+impl ClaimRequest {
+    pub fn new(now: Millis, due_by: Millis, limit: u32, owner: &str, lease_grace_ms: i64) -> Self {
+        ClaimRequest {
+            now,
+            due_by,
+            limit,
+            owner: owner.to_string(),
+            lease_grace_ms,
+        }
+    }
+}
+
 /// Everything one [`Store::write_batch`] transaction does.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Writes<'a> {
@@ -204,13 +216,7 @@ pub trait Store: WebhookStore + Send + Sync + 'static {
         owner: &str,
         lease_grace_ms: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let claim = ClaimRequest {
-            now,
-            due_by,
-            limit,
-            owner: owner.to_string(),
-            lease_grace_ms,
-        };
+        let claim = ClaimRequest::new(now, due_by, limit, owner, lease_grace_ms);
         let writes = Writes {
             claims: std::slice::from_ref(&claim),
             ..Writes::default()
