@@ -7,13 +7,12 @@ use std::time::Duration;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
 
-use super::sql::Writer;
 use super::StoreError;
 
 pub const WAKE_CHANNEL: &str = "herald_wake";
 
 pub struct PgStore {
-    pub(super) write: Writer<sqlx::Postgres>,
+    pub(super) write: PgPool,
     pub(super) read: PgPool,
 }
 
@@ -26,13 +25,13 @@ impl PgStore {
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(PgStore {
-            write: Writer::concurrent(pool.clone()),
+            write: pool.clone(),
             read: pool,
         })
     }
 
     pub(super) async fn listen(&self) -> Result<tokio::sync::mpsc::Receiver<()>, StoreError> {
-        let mut listener = PgListener::connect_with(&self.write.pool).await?;
+        let mut listener = PgListener::connect_with(&self.write).await?;
         listener.listen(WAKE_CHANNEL).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         tokio::spawn(async move {

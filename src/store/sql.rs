@@ -2,8 +2,6 @@
 //! `sql_store!` invocation passes in: the row lock of the claim query and the statement that
 //! tells other nodes about a change. Placeholders are `$N`, which both drivers accept.
 
-use std::sync::Arc;
-
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -177,69 +175,6 @@ impl AttemptRow {
     }
 }
 
-/// Where a store's write transactions come from. SQLite allows one writer at a time, so
-/// its transactions take turns on an in-process lock rather than queueing on a one-connection
-/// pool: sqlx tests a connection with a round trip to its thread each time it goes back to
-/// the pool, in a spawned task, and with one connection every write waited for that. With a
-/// spare connection and the turn kept here, the next transaction starts at once.
-pub(super) struct Writer<DB: sqlx::Database> {
-    pub pool: sqlx::Pool<DB>,
-    turn: Option<Arc<tokio::sync::Mutex<()>>>,
-}
-
-impl<DB: sqlx::Database> Writer<DB> {
-    /// Transactions run concurrently, as many as the pool has connections (PostgreSQL).
-    pub fn concurrent(pool: sqlx::Pool<DB>) -> Self {
-        Writer { pool, turn: None }
-    }
-
-    /// One transaction at a time, whatever the pool's size (SQLite).
-    pub fn serial(pool: sqlx::Pool<DB>) -> Self {
-        Writer {
-            pool,
-            turn: Some(Arc::new(tokio::sync::Mutex::new(()))),
-        }
-    }
-
-    pub async fn begin(&self, statement: &'static str) -> Result<WriteTx<DB>, StoreError> {
-        let turn = match &self.turn {
-            Some(lock) => Some(lock.clone().lock_owned().await),
-            None => None,
-        };
-        Ok(WriteTx {
-            tx: self.pool.begin_with(statement).await?,
-            _turn: turn,
-        })
-    }
-}
-
-/// A write transaction, holding the writer's turn until it ends. One dropped on an error path
-/// leaves its rollback to sqlx, which runs it when the connection goes back to the pool; the
-/// next writer may briefly wait for SQLite's lock meanwhile (the busy timeout covers it).
-pub(super) struct WriteTx<DB: sqlx::Database> {
-    tx: sqlx::Transaction<'static, DB>,
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl<DB: sqlx::Database> WriteTx<DB> {
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
-    }
-}
-
-impl<DB: sqlx::Database> std::ops::Deref for WriteTx<DB> {
-    type Target = DB::Connection;
-    fn deref(&self) -> &DB::Connection {
-        &self.tx
-    }
-}
-
-impl<DB: sqlx::Database> std::ops::DerefMut for WriteTx<DB> {
-    fn deref_mut(&mut self) -> &mut DB::Connection {
-        &mut self.tx
-    }
-}
-
 /// Implements [`super::Store`] for a store type with `write` and `read` pools of `$db`.
 macro_rules! sql_store {
     (
@@ -264,12 +199,13 @@ macro_rules! sql_store {
             };
 
             type Db = $db;
+            pub(super) type WriteTx = sqlx::Transaction<'static, Db>;
             type DbRow = <Db as sqlx::Database>::Row;
 
             /// A transaction whose commit waits for the disk: what a client is told was
             /// accepted or changed must survive a power cut.
-            pub(super) async fn durable(writer: &Writer<Db>) -> Result<WriteTx<Db>, StoreError> {
-                writer.begin($durable).await
+            pub(super) async fn durable(pool: &sqlx::Pool<Db>) -> Result<WriteTx, StoreError> {
+                Ok(pool.begin_with($durable).await?)
             }
 
             /// A transaction whose commit need not wait for the disk: claims, attempt records
@@ -277,8 +213,8 @@ macro_rules! sql_store {
             /// (the job is still scheduled, or its lease expires), which at-least-once
             /// delivery allows; waiting for an fsync on the firing path would cost
             /// milliseconds of precision on every call.
-            async fn relaxed(writer: &Writer<Db>) -> Result<WriteTx<Db>, StoreError> {
-                writer.begin($relaxed).await
+            async fn relaxed(pool: &sqlx::Pool<Db>) -> Result<WriteTx, StoreError> {
+                Ok(pool.begin_with($relaxed).await?)
             }
 
             pub(super) fn job_from_row(r: &DbRow) -> Result<Job, StoreError> {
@@ -373,7 +309,7 @@ macro_rules! sql_store {
             /// if another node commits the same key meanwhile, the unique violation rolls back
             /// only this item, and the winner is read back.
             async fn insert_one(
-                tx: &mut WriteTx<Db>,
+                tx: &mut WriteTx,
                 item: &NewJobInsert,
             ) -> Result<Inserted, StoreError> {
                 let job = &item.job;
@@ -445,7 +381,7 @@ macro_rules! sql_store {
             /// Inserts jobs without keys in one multi-row statement. Nothing is read back:
             /// such a row is exactly [`crate::domain::NewJob::stored`].
             async fn insert_plain<'a>(
-                tx: &mut WriteTx<Db>,
+                tx: &mut WriteTx,
                 items: impl ExactSizeIterator<Item = &'a NewJobInsert>,
             ) -> Result<(), StoreError> {
                 let rows = items.len();
@@ -488,7 +424,7 @@ macro_rules! sql_store {
             /// The inserts of a batch; also whether any created job is due soon enough that
             /// other nodes must hear of it.
             async fn insert_in(
-                tx: &mut WriteTx<Db>,
+                tx: &mut WriteTx,
                 batch: &[NewJobInsert],
             ) -> Result<(Vec<Inserted>, bool), StoreError> {
                 let mut out: Vec<Option<Inserted>> = batch.iter().map(|_| None).collect();
@@ -518,7 +454,7 @@ macro_rules! sql_store {
 
             /// The attempt records of a batch; also whether any job was rescheduled.
             async fn record_in(
-                tx: &mut WriteTx<Db>,
+                tx: &mut WriteTx,
                 batch: &[(AttemptRecord, i64)],
             ) -> Result<(Vec<bool>, bool), StoreError> {
                 let mut moved = std::collections::HashSet::new();
@@ -541,7 +477,7 @@ macro_rules! sql_store {
 
             /// One claim inside a write transaction; see [`super::super::Store::claim_due`].
             async fn claim_in(
-                tx: &mut WriteTx<Db>,
+                tx: &mut WriteTx,
                 c: &ClaimRequest,
             ) -> Result<Vec<Claimed>, StoreError> {
                 // An expired lease is reclaimed without counting a new attempt: the lost
@@ -586,7 +522,7 @@ macro_rules! sql_store {
             /// The attempts of a batch, as one statement. An attempt is history whether or not
             /// its job still moves.
             async fn insert_attempts(
-                tx: &mut WriteTx<Db>,
+                tx: &mut WriteTx,
                 batch: &[(AttemptRecord, i64)],
             ) -> Result<(), StoreError> {
                 let mut q = QueryBuilder::<Db>::new(format!("INSERT INTO attempts ({ATTEMPT_COLUMNS}) "));
@@ -616,7 +552,7 @@ macro_rules! sql_store {
             /// owner, same version since the claim), in one statement; returns the ids of the
             /// jobs that moved. A job whose lease was lost is left to its new owner.
             async fn move_recorded_jobs(
-                tx: &mut WriteTx<Db>,
+                tx: &mut WriteTx,
                 batch: &[(AttemptRecord, i64)],
             ) -> Result<Vec<String>, StoreError> {
                 // Both dialects name the columns of an unaliased VALUES list column1, column2…
@@ -652,7 +588,7 @@ macro_rules! sql_store {
                 }
 
                 async fn ping(&self) -> Result<(), StoreError> {
-                    sqlx::query("SELECT 1").execute(&self.read).await?;
+                    sqlx::query("SELECT 1").execute(&self.write).await?;
                     Ok(())
                 }
 

@@ -1,5 +1,5 @@
-//! Embedded SQLite store: the default, for one node. Writes take turns in-process (see
-//! [`super::sql::Writer`]) instead of failing with `SQLITE_BUSY`; reads use their own
+//! Embedded SQLite store: the default, for one node. Writes go through a single-connection
+//! pool so they queue in-process instead of failing with `SQLITE_BUSY`; reads use their own
 //! pool and run beside writes thanks to WAL. `synchronous=FULL`: an accepted job survives a
 //! power cut, not only a process crash.
 
@@ -12,7 +12,6 @@ use sqlx::SqlitePool;
 
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::sql::Writer;
 use super::StoreError;
 
 /// How often the WAL is copied back into the database file. Passive checkpoints never wait
@@ -40,7 +39,7 @@ async fn checkpoint_loop(pool: SqlitePool, stop: CancellationToken) {
 }
 
 pub struct SqliteStore {
-    pub(super) write: Writer<sqlx::Sqlite>,
+    pub(super) write: SqlitePool,
     pub(super) read: SqlitePool,
     /// Stops the checkpoint task when the store goes away.
     _checkpoints: DropGuard,
@@ -64,12 +63,9 @@ impl SqliteStore {
         // Checkpoints are taken off the write connection: an automatic checkpoint runs inside
         // the commit that crosses the threshold and fsyncs the database file there, stalling
         // every claim queued behind it for tens of milliseconds.
-        // Two connections, one writer at a time (see `Writer`): while one goes back to the
-        // pool, the next transaction starts on the other.
         let write = SqlitePoolOptions::new()
-            .max_connections(2)
+            .max_connections(1)
             .min_connections(1)
-            .test_before_acquire(false)
             .connect_with(opts.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
@@ -81,11 +77,10 @@ impl SqliteStore {
         tokio::spawn(checkpoint_loop(checkpointer, stop.clone()));
         let read = SqlitePoolOptions::new()
             .max_connections(4)
-            .test_before_acquire(false)
             .connect_with(opts.read_only(true))
             .await?;
         Ok(SqliteStore {
-            write: Writer::serial(write),
+            write,
             read,
             _checkpoints: stop.drop_guard(),
         })

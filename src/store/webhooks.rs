@@ -324,7 +324,7 @@ macro_rules! webhook_store {
             /// message and one delivery job per matching enabled subscription. Also says
             /// whether deliveries were created, for the caller's one notification per commit.
             pub(in super::super) async fn publish_in(
-                tx: &mut WriteTx<Db>,
+                tx: &mut super::store_impl::WriteTx,
                 m: &NewMessage,
                 now: Millis,
             ) -> Result<(Published, bool), StoreError> {
@@ -481,7 +481,7 @@ macro_rules! webhook_store {
             /// Cancels a subscription's waiting deliveries and deletes it. Shared by the API's
             /// delete and by the engine when a target answers `410 Gone`.
             pub(in super::super) async fn remove_subscription(
-                tx: &mut super::super::sql::WriteTx<Db>,
+                tx: &mut super::store_impl::WriteTx,
                 id: &str,
                 now: Millis,
             ) -> Result<bool, StoreError> {
