@@ -32,6 +32,7 @@ impl Embedded {
     pub async fn start(config: Config) -> Result<Embedded, RunError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = store::connect(&config.database).await?;
+        tracing::info!(backend = store.backend(), "database ready");
         let waker = Waker::new(config.engine.claim_ahead_ms);
         let jobs = JobService::new(
             store.clone(),

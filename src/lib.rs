@@ -18,7 +18,6 @@ pub mod store;
 pub mod webhooks;
 
 use std::future::Future;
-use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -26,10 +25,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 pub use config::Config;
-
-use clock::{Clock, SystemClock};
-use engine::{Engine, Waker};
-use jobs::JobService;
 
 /// The sockets a node serves on. Each compatibility surface has its own, so existing
 /// clients only change a base URL.
@@ -78,17 +73,9 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = store::connect(&config.database).await?;
-    tracing::info!(backend = store.backend(), "database ready");
-    let waker = Waker::new(config.engine.claim_ahead_ms);
-    let jobs = JobService::new(
-        store.clone(),
-        clock.clone(),
-        waker.clone(),
-        config.limits.clone(),
-    );
-    let webhooks = webhooks::WebhookService::new(jobs.clone(), waker.clone());
+    // The same store, services and engine a library host gets; this adds the listeners.
+    let node = embed::Embedded::start(config.clone()).await?;
+    let (jobs, webhooks) = (node.jobs().clone(), node.webhooks().clone());
     let token = CancellationToken::new();
     {
         let token = token.clone();
@@ -99,19 +86,6 @@ pub async fn run(
     }
 
     let mut tasks = tokio::task::JoinSet::new();
-    if config.run_workers {
-        let engine = Engine::new(
-            store.clone(),
-            clock.clone(),
-            waker.clone(),
-            config.engine.clone(),
-        )?;
-        let token = token.clone();
-        tasks.spawn(async move {
-            engine.run(token).await;
-            Ok::<(), std::io::Error>(())
-        });
-    }
     if config.run_api {
         let limit = axum::extract::DefaultBodyLimit::max(config.max_request_bytes());
         let layers = tower::ServiceBuilder::new()
@@ -119,8 +93,7 @@ pub async fn run(
             .layer(TraceLayer::new_for_http())
             .layer(limit);
         if let Some(listener) = listeners.api {
-            let hooks =
-                compat::resthooks::RestHooks::new(webhooks.clone(), config.resthooks.clone());
+            let hooks = node.resthooks();
             let app = api::router(api::AppState {
                 jobs: jobs.clone(),
                 webhooks: webhooks.clone(),
@@ -140,19 +113,25 @@ pub async fn run(
             serve_on(&mut tasks, listener, app, &token, "gorooster surface")?;
         }
     }
-    let mut result = Ok(());
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                token.cancel();
-                result = Err(RunError::Serve(e));
-            }
-            Err(e) => {
-                token.cancel();
-                result = Err(RunError::Serve(std::io::Error::other(e)));
-            }
+    let servers = async {
+        let mut result = Ok(());
+        while let Some(done) = tasks.join_next().await {
+            let failed = match done {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(e) => std::io::Error::other(e),
+            };
+            token.cancel();
+            result = Err(RunError::Serve(failed));
         }
-    }
+        result
+    };
+    // The engine drains beside the listeners: calls in flight get their grace while the
+    // APIs stop accepting.
+    let engine = async {
+        token.cancelled().await;
+        node.shutdown().await;
+    };
+    let (result, ()) = tokio::join!(servers, engine);
     result
 }
