@@ -111,19 +111,7 @@ pub struct WebhookService {
 }
 
 pub fn validate_subscription_id(id: &str, field: &str) -> Result<(), Invalid> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(Invalid::new(
-            field,
-            "must be 1 to 128 characters among letters, digits and _ . + -",
-        ))
-    }
+    model::validate_name(id, field, b"_.+-", "_ . + -")
 }
 
 fn validate_url(url: &str, field: &str) -> Result<String, Invalid> {

@@ -221,17 +221,28 @@ impl Subscription {
 
 /// Topic names appear in URLs and in hammer ids: ASCII word characters and `.+-:`.
 pub fn validate_topic_name(name: &str, field: &str) -> Result<(), Invalid> {
+    validate_name(name, field, b"_.+-:", "_ . + - :")
+}
+
+/// 1 to 128 ASCII letters, digits and the given punctuation: the names that go into URLs
+/// and ids.
+pub(crate) fn validate_name(
+    name: &str,
+    field: &str,
+    punctuation: &[u8],
+    listed: &str,
+) -> Result<(), Invalid> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.+-:".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || punctuation.contains(&b));
     if ok {
         Ok(())
     } else {
         Err(Invalid::new(
             field,
-            "must be 1 to 128 characters among letters, digits and _ . + - :",
+            format!("must be 1 to 128 characters among letters, digits and {listed}"),
         ))
     }
 }
